@@ -1,0 +1,162 @@
+"""The agent configuration: one TOML file, one typed model, validated once at load.
+
+Paths in the file are relative to the file's own folder. ``load()`` either returns a
+complete, checked ``AgentConfig`` (DBCs and mappings loaded) or raises ``ConfigError``
+carrying every problem as ``FILE: key.path: problem``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.journal.settings import JournalConfig
+from agent.model import ConfigError, Problems, build, read_toml
+from agent.ota.settings import EcuConfig, OtaConfig
+from agent.uplink.settings import CommandsConfig, UplinkConfig
+
+INTERFACES_NEEDING_CHANNEL = {"socketcan", "virtual", "udp_multicast", "pcan", "kvaser",
+                              "vector", "slcan", "serial", "socketcand", "gs_usb", "ixxat"}
+
+
+@dataclass
+class VehicleConfig:
+    vin: str
+    manufacturer: str = ""
+    model: str = ""
+    category: str = "M1"                 # GB/T 15089 vehicle category
+    power_type: str = ""                 # e.g. BEV, PHEV, ICE
+    perception_system: str = ""          # e.g. "1 front camera, 1 front radar"
+    risk_mitigation_strategy: str = ""   # e.g. "in-lane stop with hazard lights"
+    software_version: str = ""           # vehicle software version (Att.2 #40)
+    timezone: str = "Asia/Shanghai"      # reporting periods are calendar quarters here
+
+
+@dataclass
+class StateConfig:
+    dir: str = "/var/lib/icv-agent"
+    key: str = "device.key"              # Ed25519 device key, relative to dir
+
+
+@dataclass
+class BusConfig:
+    name: str
+    dbc: list[str]
+    mapping: str
+    interface: str = "socketcan"
+    channel: str = "can0"
+    fd: bool = False
+    bitrate: int = 500000
+    data_bitrate: int = 0
+    # Extra keyword arguments for python-can's Bus() (interface specific).
+    options: dict[str, Any] = field(default_factory=dict)
+    # Seconds between reconnect attempts grow from min to max.
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass
+class LimitsConfig:
+    """Default limits of ``signals.md`` (UN R171, CN L2 draft, GB 39732, NHTSA SGO)."""
+
+    monitoring_speed_kmh: float = 10.0
+    hands_off_to_request_s: float = 5.0
+    hands_request_to_escalated_s: float = 10.0
+    eyes_off_to_request_s: float = 5.0
+    eyes_request_to_escalated_s: float = 3.0
+    eyes_escalated_to_take_control_s: float = 5.0
+    escalated_to_mrm_s: float = 10.0
+    eyes_back_min_s: float = 0.2
+    lockout_after_mrm: int = 1
+    lockout_after_escalations: int = 3
+    escalation_window_s: float = 1800.0
+    lockout_min_s: float = 1800.0
+    mrm_requires_hazard_lights: bool = True
+    delta_v_kmh: float = 8.0
+    delta_v_window_s: float = 0.15
+    accident_before_s: float = 30.0
+    accident_after_s: float = 10.0
+    cda_in_use_lookback_s: float = 30.0
+    cda_in_use_short_s: float = 5.0
+
+
+@dataclass
+class HistoryConfig:
+    seconds: float = 40.0
+    max_samples_per_signal: int = 20000
+
+
+@dataclass
+class HealthConfig:
+    interval_s: float = 60.0
+
+
+@dataclass
+class AgentConfig:
+    vehicle: VehicleConfig
+    bus: list[BusConfig]
+    state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    ota: OtaConfig = field(default_factory=OtaConfig)
+    ecu: list[EcuConfig] = field(default_factory=list)
+
+    # Filled by load(), not from TOML.
+    path: Path = field(default=Path("."), init=False)
+    buses: list[Any] = field(default_factory=list, init=False)   # agent.ingest.BusSetup
+
+    def resolve(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.state.dir)
+
+    @property
+    def key_path(self) -> Path:
+        p = Path(self.state.key)
+        return p if p.is_absolute() else self.state_dir / p
+
+
+def load(path: str | Path) -> AgentConfig:
+    """Load and validate; raise ``ConfigError`` listing every problem."""
+    from agent.ingest.setup import load_bus  # ingest depends on config, not the reverse
+
+    path = Path(path)
+    problems = Problems()
+    table = read_toml(path, problems)
+    if table is None:
+        raise ConfigError(problems)
+    cfg = build(AgentConfig, table, path, problems)
+    cfg.path = path
+    if "bus" in table and not cfg.bus:
+        problems.add(path, "bus", "at least one [[bus]] is needed")
+    seen: set[str] = set()
+    for i, bus in enumerate(cfg.bus):
+        key = f"bus[{i}]"
+        if bus.name in seen:
+            problems.add(path, f"{key}.name", f"duplicate bus name {bus.name!r}")
+        seen.add(bus.name)
+        if not bus.dbc:
+            problems.add(path, f"{key}.dbc", "at least one DBC file is needed")
+        setup = load_bus(cfg, bus, key, problems)
+        if setup is not None:
+            cfg.buses.append(setup)
+    if not cfg.vehicle.vin:
+        problems.add(path, "vehicle.vin", "must not be empty")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(cfg.vehicle.timezone)
+    except Exception:
+        problems.add(path, "vehicle.timezone", f"unknown time zone {cfg.vehicle.timezone!r}")
+    if problems:
+        raise ConfigError(problems)
+    return cfg
