@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,18 @@ class StateDB:
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.executescript(SCHEMA)
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable unit: everything written inside commits together or not at all."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
     def get(self, key: str, default: Any = None) -> Any:
         with self.lock:
             row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
@@ -48,14 +62,8 @@ class StateDB:
 
     def put(self, key: str, value: Any) -> None:
         """Set one key in its own transaction (use ``put_in`` inside a larger one)."""
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.put_in(key, value)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        with self.transaction():
+            self.put_in(key, value)
 
     def put_in(self, key: str, value: Any) -> None:
         self.conn.execute(
