@@ -75,3 +75,12 @@ class StateDB:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+    def abort(self) -> None:
+        """Roll back a transaction a failed COMMIT left open (e.g. SQLITE_FULL), if any."""
+        with self.lock:
+            if self.conn.in_transaction:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass

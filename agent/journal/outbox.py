@@ -1,0 +1,340 @@
+"""The outbox: every record waits here, durably, until the broker has acknowledged it.
+
+The outbox table lives in the same SQLite file as the monitor state and the chain head,
+so ``store()`` runs inside the caller's ``db.transaction()``, the one in which
+``RecordChain.make`` advanced the head: the record, its seq and the head commit together
+or not at all. Several records may be stored in one transaction (group commit: one fsync
+for everything a pipeline loop produced).
+
+fsync policy: WAL journal with ``synchronous=FULL`` on the pipeline's connection, so the
+WAL is fsynced at every COMMIT; a record counts as stored once that COMMIT returned, and
+a power cut afterwards cannot lose it. The uplink deletes acknowledged records on its own
+connection with ``synchronous=NORMAL``: a power cut may undo a few deletes, which only
+means those records are sent again with the same ``id`` (the backend de-duplicates).
+
+Lanes order the uplink (lane, then seq) and decide what the disk quota gives up first::
+
+    0  accident.trigger
+    1  accident.record
+    2  cda.*  driver.*  safety.*  selfcheck.*
+    3  ota.*  ecu.*
+    4  stats.*  agent.*  signal.*  journal.*  and anything else
+
+Quota (``quota_mb``, bytes of stored payloads): a store that would exceed it first evicts
+the oldest records of lane 4, then 3, then 2, but never of a lane more important than the
+incoming record; if that is not enough, an incoming record of lanes 2-4 is dropped itself,
+and one of lanes 0-1 is stored anyway (logged as an error). Every eviction is tallied in
+the state database in the same transaction, so the caller can write a counted
+``journal.evicted`` record from ``take_evictions()`` even after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.journal.settings import JournalConfig
+from agent.journal.statedb import StateDB
+
+log = logging.getLogger(__name__)
+
+LANES = (0, 1, 2, 3, 4)
+EVICTABLE = (4, 3, 2)               # lowest priority first; lanes 0-1 are never evicted
+EVICTIONS_KEY = "journal.evictions"
+MAX_RANGES = 500                    # seq ranges kept in one eviction tally
+
+_PREFIX_LANES = {
+    "cda": 2, "driver": 2, "safety": 2, "selfcheck": 2,
+    "ota": 3, "ecu": 3,
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id      TEXT PRIMARY KEY,
+    lane    INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    type    TEXT NOT NULL,
+    schema  TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox(lane, seq);
+CREATE TABLE IF NOT EXISTS outbox_lane (
+    lane  INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO outbox_lane(lane, count, bytes)
+    VALUES (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0);
+CREATE TRIGGER IF NOT EXISTS outbox_in AFTER INSERT ON outbox BEGIN
+    UPDATE outbox_lane SET count = count + 1, bytes = bytes + NEW.size WHERE lane = NEW.lane;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_out AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_lane SET count = count - 1, bytes = bytes - OLD.size WHERE lane = OLD.lane;
+END;
+"""
+
+
+def lane_of(type_: str) -> int:
+    """Priority lane of a record type (0 is sent first and never evicted)."""
+    if type_ == "accident.trigger":
+        return 0
+    if type_ == "accident.record":
+        return 1
+    return _PREFIX_LANES.get(type_.split(".", 1)[0], 4)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full"): retry later, never crash."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)        # Python >= 3.11
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "database or disk is full" in str(exc)
+
+
+def payload_of(record: dict[str, Any]) -> bytes:
+    """The bytes that go on the wire: the record as compact JSON, UTF-8."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One stored record waiting for its PUBACK."""
+
+    id: str
+    lane: int
+    seq: int
+    type: str
+    schema: str
+    payload: bytes
+
+
+class JournalError(Exception):
+    """A record cannot be journalled (missing id/seq/type)."""
+
+
+class Journal:
+    """Outbox on a ``StateDB``; the pipeline and the uplink each use their own instance."""
+
+    def __init__(self, db: StateDB, config: JournalConfig | None = None):
+        self.db = db
+        self.config = config or JournalConfig()
+        with db.lock:
+            db.conn.executescript(SCHEMA)
+        self.quota_bytes = int(self.config.quota_mb * 1024 * 1024)
+        self.stored = 0
+        self.evicted = 0
+        self.over_quota = 0             # lane 0-1 records stored beyond the quota
+        self.write_failures = 0         # failed commits (disk full and the like)
+        self._evictions_pending = db.get(EVICTIONS_KEY) is not None
+        self._held: deque[Any] = deque()
+        self._held_dropped: dict[str, int] = {}
+
+    # -- writing (pipeline thread, inside the caller's transaction) -------------------
+
+    def store(self, record: dict[str, Any]) -> bool:
+        """Add one record to the outbox in the open transaction; False if the quota dropped it.
+
+        Storing the same ``id`` twice keeps the first copy.
+        """
+        conn = self._in_transaction()
+        try:
+            rid, seq, type_ = str(record["id"]), int(record["seq"]), str(record["type"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JournalError(f"record without a usable id/seq/type: {exc}") from None
+        payload = payload_of(record)
+        lane = lane_of(type_)
+        if not self._make_room(conn, lane, len(payload)):
+            self._tally(conn, [(rid, lane, seq, type_, len(payload))])
+            log.warning("journal quota full: %s seq %d dropped (lane %d)", type_, seq, lane)
+            return False
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox(id, lane, seq, type, schema, size, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, lane, seq, type_, str(record.get("schema", "")), len(payload), payload))
+        self.stored += 1
+        return True
+
+    def store_many(self, records: Iterable[dict[str, Any]]) -> int:
+        """Group commit helper: store several records in the open transaction."""
+        return sum(self.store(r) for r in records)
+
+    def take_evictions(self) -> dict[str, Any] | None:
+        """Data for a ``journal.evicted`` record, once; call it inside the transaction that
+        stores that record, so the tally is cleared exactly when the record exists."""
+        if not self._evictions_pending and not self._held_dropped:
+            return None
+        conn = self._in_transaction()
+        row = conn.execute("SELECT value FROM kv WHERE key=?", (EVICTIONS_KEY,)).fetchone()
+        tally = json.loads(row[0]) if row else None
+        conn.execute("DELETE FROM kv WHERE key=?", (EVICTIONS_KEY,))
+        self._evictions_pending = False
+        if self._held_dropped:
+            tally = tally or _empty_tally()
+            tally["unstored"] = dict(self._held_dropped)
+            self._held_dropped.clear()
+        return tally
+
+    # -- reading and acknowledging (uplink thread, own connection) --------------------
+
+    def next_batch(self, limit: int, exclude: Iterable[str] = ()) -> list[Pending]:
+        """Up to ``limit`` records in send order (lane, then seq), skipping ``exclude``."""
+        if limit <= 0:
+            return []
+        skip = set(exclude)
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                "SELECT id, lane, seq, type, schema, payload FROM outbox "
+                "ORDER BY lane, seq LIMIT ?", (limit + len(skip),)).fetchall()
+        out = [Pending(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows if r[0] not in skip]
+        return out[:limit]
+
+    def ack(self, record_id: str) -> bool:
+        """Delete an acknowledged record; acknowledging twice (or after eviction) is harmless."""
+        return self.ack_many([record_id]) == 1
+
+    def ack_many(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with self.db.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+            return conn.total_changes - before
+
+    def depth(self) -> dict[int, int]:
+        """Records waiting per lane."""
+        with self.db.lock:
+            rows = self.db.conn.execute("SELECT lane, count FROM outbox_lane").fetchall()
+        out = dict.fromkeys(LANES, 0)
+        out.update({lane: count for lane, count in rows})
+        return out
+
+    def bytes_used(self) -> int:
+        """Payload bytes held (what the quota counts; the file adds SQLite overhead)."""
+        with self.db.lock:
+            return int(self.db.conn.execute("SELECT SUM(bytes) FROM outbox_lane").fetchone()[0]
+                       or 0)
+
+    # -- failed commits: keep the events for a bounded retry ---------------------------
+
+    def hold(self, items: Sequence[Any], type_of: Callable[[Any], str] = lambda e: e[0],
+             exc: BaseException | None = None) -> None:
+        """Keep what a failed commit did not store (e.g. the pipeline's pending events) for
+        the next attempt. Bounded by ``hold_max``: beyond it the lowest-lane items go first,
+        counted in the next ``take_evictions()``; lane 0-1 items are always kept."""
+        self.db.abort()
+        self.write_failures += 1
+        if self.write_failures == 1 or self.write_failures % 100 == 0:
+            log.error("journal commit failed (%s); %d item(s) held for retry, failure #%d",
+                      exc if exc is not None else "unknown error", len(items),
+                      self.write_failures)
+        self._held.extendleft(reversed(list(items)))
+        excess = len(self._held) - max(self.config.hold_max, 0)
+        if excess <= 0:
+            return
+        ranked = sorted(range(len(self._held)),
+                        key=lambda i: (-lane_of(type_of(self._held[i])), i))
+        drop = {i for i in ranked[:excess] if lane_of(type_of(self._held[i])) >= 2}
+        kept: deque[Any] = deque()
+        for i, item in enumerate(self._held):
+            if i in drop:
+                t = type_of(item)
+                self._held_dropped[t] = self._held_dropped.get(t, 0) + 1
+            else:
+                kept.append(item)
+        self._held = kept
+
+    def take_held(self) -> list[Any]:
+        """Everything held for retry, oldest first (the holder is emptied)."""
+        items = list(self._held)
+        self._held.clear()
+        return items
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _in_transaction(self) -> sqlite3.Connection:
+        if not self.db.conn.in_transaction:
+            raise JournalError("Journal writes must run inside db.transaction()")
+        return self.db.conn
+
+    def _make_room(self, conn: sqlite3.Connection, lane: int, size: int) -> bool:
+        """Evict until ``size`` more bytes fit; False if an evictable record cannot fit."""
+        used = int(conn.execute("SELECT SUM(bytes) FROM outbox_lane").fetchone()[0] or 0)
+        need = used + size - self.quota_bytes
+        if need <= 0:
+            return True
+        for victim_lane in EVICTABLE:
+            if victim_lane < max(lane, 2):
+                break
+            while need > 0:
+                rows = conn.execute(
+                    "SELECT id, lane, seq, type, size FROM outbox WHERE lane=? "
+                    "ORDER BY seq LIMIT 256", (victim_lane,)).fetchall()
+                if not rows:
+                    break
+                chosen = []
+                for row in rows:
+                    chosen.append(row)
+                    need -= row[4]
+                    if need <= 0:
+                        break
+                conn.executemany("DELETE FROM outbox WHERE id=?", [(r[0],) for r in chosen])
+                self._tally(conn, chosen)
+            if need <= 0:
+                return True
+        if lane >= 2:
+            return False
+        self.over_quota += 1
+        if self.over_quota == 1 or self.over_quota % 100 == 0:
+            log.error("journal over quota by %d bytes with only accident records left; "
+                      "storing lane %d anyway (%d such stores)", need, lane, self.over_quota)
+        return True
+
+    def _tally(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        row = conn.execute("SELECT value FROM kv WHERE key=?", (EVICTIONS_KEY,)).fetchone()
+        tally = json.loads(row[0]) if row else _empty_tally()
+        seqs = []
+        for _rid, lane, seq, type_, size in rows:
+            tally["count"] += 1
+            tally["bytes"] += size
+            tally["lanes"][str(lane)] = tally["lanes"].get(str(lane), 0) + 1
+            tally["types"][type_] = tally["types"].get(type_, 0) + 1
+            seqs.append(seq)
+        tally["first_seq"] = min([s for s in (tally["first_seq"], *seqs) if s is not None])
+        tally["last_seq"] = max([s for s in (tally["last_seq"], *seqs) if s is not None])
+        tally["seq_ranges"] = _merge_ranges(tally["seq_ranges"], seqs)
+        if len(tally["seq_ranges"]) > MAX_RANGES:
+            tally["seq_ranges"] = tally["seq_ranges"][-MAX_RANGES:]
+            tally["ranges_truncated"] = True
+        self.db.put_in(EVICTIONS_KEY, tally)
+        self.evicted += len(rows)
+        self._evictions_pending = True
+
+
+def _empty_tally() -> dict[str, Any]:
+    return {"count": 0, "bytes": 0, "lanes": {}, "types": {}, "first_seq": None,
+            "last_seq": None, "seq_ranges": []}
+
+
+def _merge_ranges(ranges: list[list[int]], seqs: Iterable[int]) -> list[list[int]]:
+    """Sorted, merged ``[first, last]`` seq ranges (the backend explains its gaps with them)."""
+    items = sorted([list(r) for r in ranges] + [[s, s] for s in seqs])
+    out: list[list[int]] = []
+    for first, last in items:
+        if out and first <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], last)
+        else:
+            out.append([first, last])
+    return out
