@@ -13,6 +13,7 @@ import sys
 
 FAMILIES = [
     "agent.ingest.cli",      # check-config, analyze
+    "agent.records.cli",  # keys, verify
 ]
 
 

@@ -1,9 +1,19 @@
-"""OTA section of the agent config (``[ota]``, ``[[ecu]]``)."""
+"""OTA section of the agent config (``[ota]``, ``[[ecu]]``).
+
+An ``[[ecu]]`` table describes one flashable ECU: where it sits (bus, ISO-TP addresses),
+how to unlock it, where its application lives and how long each UDS step may take.
+The same table is the ``[ecu]`` part of a virtual ECU file (``config/ecu/*.toml``), so the
+bench ECU and the agent can never disagree on addresses, security or memory layout.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from agent.model import ConfigError, Problems, build, read_toml
 
 
 @dataclass
@@ -20,10 +30,171 @@ class OtaConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+ROLES = ("steering", "brake", "dvr", "edr", "ota_host", "adas", "gateway", "powertrain",
+         "body", "other")
+ADDRESSING = ("normal_11bit", "normal_29bit", "normal_fixed_29bit")
+DEFAULT_VERSION_DIDS = ["F187", "F188", "F189", "F18C", "F191", "F195", "F190"]
+
+
+@dataclass
+class StepBudgets:
+    """Seconds each flash step may take, retries and NRC 0x78 waits included.
+
+    There is no global timeout: a 30 s erase answered with 0x78 keep-alives is fine as long
+    as it stays inside ``erase_s``.
+    """
+
+    versions_s: float = 5.0
+    session_s: float = 5.0
+    security_s: float = 5.0
+    fingerprint_s: float = 5.0
+    erase_s: float = 60.0
+    download_s: float = 10.0
+    transfer_block_s: float = 10.0
+    exit_s: float = 30.0
+    dependency_s: float = 60.0
+    reset_s: float = 30.0
+    restore_s: float = 60.0
+
+
 @dataclass
 class EcuConfig:
-    name: str = ""
-    bus: str = ""
-    txid: int = 0
-    rxid: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    name: str
+    role: str = "other"
+    bus: str = ""                          # name of an agent [[bus]]
+    addressing: str = "normal_11bit"
+    txid: int = 0                          # tester -> ECU (physical request id)
+    rxid: int = 0                          # ECU -> tester (response id)
+    source_address: int = 0xF1             # normal_fixed_29bit: tester address
+    target_address: int = 0                # normal_fixed_29bit: ECU address
+    can_fd: bool = False
+    bitrate_switch: bool = False
+    tx_data_length: int = 8                # 8, or up to 64 with can_fd
+    stmin: int = 0                         # raw flow-control STmin byte we ask the ECU for
+    blocksize: int = 0                     # 0: ECU may send all consecutive frames at once
+    # Kernel ISO-TP socket (Linux >= 5.10, module can-isotp) instead of can-isotp in Python.
+    kernel_isotp: bool = False
+    kernel_interface: str = ""             # e.g. "can0"; empty: the bus channel
+    # Security access: odd level requests the seed, level + 1 sends the key.
+    security_level: int = 0x11
+    key_algorithm: str = "xor"             # see agent.ota.uds.security
+    security_secret: str = ""              # hex; bench ECUs only
+    security_secret_file: str = ""         # file holding the hex secret
+    security_secret_env: str = ""          # environment variable holding the hex secret
+    # Application memory.
+    memory_address: int = 0
+    memory_size: int = 0
+    address_format: int = 32
+    memorysize_format: int = 32
+    max_block_length: int = 4095           # cap on the ECU's maxNumberOfBlockLength
+    exit_crc32: bool = False               # ECU answers TransferExit with CRC32 of the data
+    # Timing.
+    p2_s: float = 0.05
+    p2_star_s: float = 5.0
+    tester_present_s: float = 2.0
+    retries: int = 2                       # extra attempts per step / per transfer block
+    budget: StepBudgets = field(default_factory=StepBudgets)
+    can_restore: bool = False              # second bank: previous image can be re-activated
+    version_dids: list[str] = field(default_factory=lambda: list(DEFAULT_VERSION_DIDS))
+
+    @property
+    def dids(self) -> list[int]:
+        return [int(d, 16) for d in self.version_dids]
+
+    def secret(self) -> bytes:
+        """The security-access secret from wherever the config says it lives."""
+        text = self.security_secret
+        if self.security_secret_env:
+            text = os.environ.get(self.security_secret_env, "")
+            if not text:
+                raise ValueError(f"ECU {self.name}: environment variable "
+                                 f"{self.security_secret_env} is not set")
+        elif self.security_secret_file:
+            text = Path(self.security_secret_file).expanduser().read_text().strip()
+        return bytes.fromhex(text)
+
+
+def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = "") -> None:
+    """Semantic checks on top of the typed model (ranges, choices, address pairs)."""
+
+    def add(key: str, message: str) -> None:
+        problems.add(file, f"{path}.{key}" if path else key, message)
+
+    if not ecu.name:
+        add("name", "must not be empty")
+    if ecu.role not in ROLES:
+        add("role", f"unknown role {ecu.role!r}, expected one of {', '.join(ROLES)}")
+    if ecu.addressing not in ADDRESSING:
+        add("addressing", f"unknown addressing {ecu.addressing!r}, expected one of "
+                          f"{', '.join(ADDRESSING)}")
+    elif ecu.addressing == "normal_fixed_29bit":
+        for key in ("source_address", "target_address"):
+            if not 0 <= getattr(ecu, key) <= 0xFF:
+                add(key, "must be 0x00..0xFF")
+    else:
+        limit = 0x7FF if ecu.addressing == "normal_11bit" else 0x1FFFFFFF
+        for key in ("txid", "rxid"):
+            value = getattr(ecu, key)
+            if not 0 < value <= limit:
+                add(key, f"must be 0x1..0x{limit:X} for {ecu.addressing}")
+        if ecu.txid == ecu.rxid:
+            add("rxid", "must differ from txid")
+    valid_lengths = (8, 12, 16, 20, 24, 32, 48, 64) if ecu.can_fd else (8,)
+    if ecu.tx_data_length not in valid_lengths:
+        add("tx_data_length", f"must be one of {valid_lengths}"
+                              + ("" if ecu.can_fd else " (set can_fd for more)"))
+    if not (0 <= ecu.stmin <= 0x7F or 0xF1 <= ecu.stmin <= 0xF9):
+        add("stmin", "must be 0x00..0x7F (ms) or 0xF1..0xF9 (100-900 us)")
+    if not 0 <= ecu.blocksize <= 0xFF:
+        add("blocksize", "must be 0..255")
+    if not 1 <= ecu.security_level <= 0x7D or ecu.security_level % 2 == 0:
+        add("security_level", "must be an odd seed level 0x01..0x7D")
+    from agent.ota.uds.security import KEY_ALGORITHMS
+
+    if ecu.key_algorithm not in KEY_ALGORITHMS:
+        add("key_algorithm", f"unknown algorithm {ecu.key_algorithm!r}, known: "
+                             f"{', '.join(sorted(KEY_ALGORITHMS))}")
+    sources = [k for k in ("security_secret", "security_secret_file", "security_secret_env")
+               if getattr(ecu, k)]
+    if len(sources) > 1:
+        add(sources[1], f"give only one of {', '.join(sources)}")
+    if ecu.security_secret:
+        try:
+            bytes.fromhex(ecu.security_secret)
+        except ValueError:
+            add("security_secret", "must be hex")
+    if ecu.memory_size <= 0:
+        add("memory_size", "must be > 0")
+    for key in ("address_format", "memorysize_format"):
+        if getattr(ecu, key) not in (8, 16, 24, 32, 40):
+            add(key, "must be 8, 16, 24, 32 or 40")
+    if not 3 <= ecu.max_block_length <= 0xFFFF:
+        add("max_block_length", "must be 3..65535")
+    for key in ("p2_s", "p2_star_s", "tester_present_s"):
+        if getattr(ecu, key) <= 0:
+            add(key, "must be > 0")
+    if ecu.retries < 0:
+        add("retries", "must be >= 0")
+    for name, value in vars(ecu.budget).items():
+        if value <= 0:
+            add(f"budget.{name}", "must be > 0")
+    for i, did in enumerate(ecu.version_dids):
+        try:
+            if not 0 <= int(did, 16) <= 0xFFFF:
+                raise ValueError
+        except ValueError:
+            add(f"version_dids[{i}]", f"not a 16-bit hex DID: {did!r}")
+
+
+def load_ecu(path: str | Path, table_name: str = "ecu") -> EcuConfig:
+    """Load a standalone ECU file (its ``[ecu]`` table); raise ``ConfigError`` on problems."""
+    path = Path(path)
+    problems = Problems()
+    table = read_toml(path, problems)
+    if table is None:
+        raise ConfigError(problems)
+    ecu = build(EcuConfig, table.get(table_name, {}), path, problems, table_name)
+    check_ecu(ecu, path, problems, table_name)
+    if problems:
+        raise ConfigError(problems)
+    return ecu

@@ -1,0 +1,139 @@
+"""From a ``[[bus]]`` config entry to what the decoder needs: DBCs, bindings, masks, filters.
+
+All validation of DBC and mapping happens here, once, at config load; the decoder then
+trusts its plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.ingest.dbc import load_dbc, mask_of
+from agent.ingest.mapping import Binding, MappingFile, load_mapping, make_converter
+from agent.model import Problems
+from agent.signals import CATALOGUE
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig, BusConfig
+
+DEFAULT_TIMEOUT_S = 1.0
+
+
+@dataclass
+class MessagePlan:
+    """Everything the decoder needs for one mapped CAN id."""
+
+    message: Any                    # cantools Message
+    length: int
+    mask: int
+    bindings: list[Binding]
+    timeout: float
+    cycle_s: float | None
+
+
+@dataclass
+class BusSetup:
+    config: BusConfig
+    dbs: list[Any]
+    mapping: MappingFile
+    plans: dict[int, MessagePlan] = field(default_factory=dict)   # key: frame_key()
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def canonical(self) -> set[str]:
+        return {b.canonical for p in self.plans.values() for b in p.bindings}
+
+    def can_filters(self) -> list[dict[str, Any]]:
+        """python-can acceptance filters: exactly the mapped ids, so nothing else is read."""
+        filters = []
+        for plan in self.plans.values():
+            ext = bool(plan.message.is_extended_frame)
+            filters.append({"can_id": plan.message.frame_id,
+                            "can_mask": 0x1FFFFFFF if ext else 0x7FF, "extended": ext})
+        return filters
+
+
+def frame_key(arbitration_id: int, is_extended: bool) -> int:
+    return arbitration_id | 0x80000000 if is_extended else arbitration_id
+
+
+def load_bus(cfg: AgentConfig, bus: BusConfig, key: str, problems: Problems) -> BusSetup | None:
+    file = cfg.path
+    dbs = []
+    warnings = []
+    for j, dbc in enumerate(bus.dbc):
+        path = cfg.resolve(dbc)
+        if not path.is_file():
+            problems.add(file, f"{key}.dbc[{j}]", f"DBC file not found: {path}")
+            continue
+        try:
+            db, warning = load_dbc(path)
+        except Exception as exc:
+            problems.add(file, f"{key}.dbc[{j}]", f"cannot load DBC {path}: {exc}")
+            continue
+        dbs.append(db)
+        if warning:
+            warnings.append(warning)
+    map_path = cfg.resolve(bus.mapping)
+    if not map_path.is_file():
+        problems.add(file, f"{key}.mapping", f"mapping file not found: {map_path}")
+        return None
+    mapping = load_mapping(map_path, problems)
+    if mapping is None or len(dbs) != len(bus.dbc):
+        return None
+    setup = BusSetup(bus, dbs, mapping, warnings=warnings)
+    _plan(setup, map_path, problems)
+    return setup
+
+
+def _find_message(dbs: list[Any], name: str) -> Any | None:
+    for db in dbs:
+        try:
+            return db.get_message_by_name(name)
+        except KeyError:
+            continue
+    return None
+
+
+def _plan(setup: BusSetup, file: Path, problems: Problems) -> None:
+    ranks: dict[str, int] = {}
+    by_msg: dict[int, tuple[Any, list[Binding], list[Any], list[float]]] = {}
+    for i, entry in enumerate(setup.mapping.signal):
+        key = f"signal[{i}]"
+        spec = CATALOGUE.get(entry.name)
+        if spec is None:
+            continue  # reported by load_mapping
+        msg = _find_message(setup.dbs, entry.message)
+        if msg is None:
+            problems.add(file, f"{key}.message", f"no message {entry.message!r} in the DBC")
+            continue
+        try:
+            sig = msg.get_signal_by_name(entry.signal)
+        except KeyError:
+            problems.add(file, f"{key}.signal",
+                         f"message {entry.message} has no signal {entry.signal!r}")
+            continue
+        convert = make_converter(entry, spec, sig, file, key, problems)
+        if convert is None:
+            continue
+        rank = ranks.get(entry.name, 0)
+        ranks[entry.name] = rank + 1
+        k = frame_key(msg.frame_id, bool(msg.is_extended_frame))
+        _, bindings, sigs, timeouts = by_msg.setdefault(k, (msg, [], [], []))
+        bindings.append(Binding(entry.name, rank, sig.name, convert, entry.timeout))
+        sigs.append(sig)
+        if sig.multiplexer_signal:
+            sigs.append(msg.get_signal_by_name(sig.multiplexer_signal))
+        if entry.timeout > 0:
+            timeouts.append(entry.timeout)
+    for k, (msg, bindings, sigs, timeouts) in by_msg.items():
+        cycle = msg.cycle_time / 1000.0 if msg.cycle_time else None
+        timeout = max(timeouts) if timeouts else (3 * cycle if cycle else DEFAULT_TIMEOUT_S)
+        setup.plans[k] = MessagePlan(msg, msg.length, mask_of(sigs, msg.length), bindings,
+                                     timeout, cycle)

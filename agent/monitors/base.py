@@ -1,0 +1,69 @@
+"""What every monitor is: a small state machine fed by canonical signal changes and a tick.
+
+Monitors know nothing of buses, DBCs, journals or MQTT. They see a ``MonitorContext``:
+the vehicle state, the limits, the vehicle config, a clock in data time (trace time
+offline, monotonic time live) and ``emit()``. The same code runs live and offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from agent.config import LimitsConfig, VehicleConfig
+    from agent.vehicle.state import VehicleState
+
+
+@dataclass
+class MonitorContext:
+    state: VehicleState
+    limits: LimitsConfig
+    vehicle: VehicleConfig
+    emit: Callable[[str, dict[str, Any], float], None]
+    """emit(type, data, t): one record of ``type`` for an event that happened at ``t``."""
+    persist: Callable[[str, Any], None]
+    """persist(key, value): durable small state, committed with the next records."""
+    load: Callable[[str, Any], Any]
+    """load(key, default): state persisted by an earlier run."""
+    utc: Callable[[float], float]
+    """utc(t): epoch seconds (UTC) of data time ``t``, for calendar logic and timestamps."""
+    extras: dict[str, Any]
+    """Shared facts other parts provide (e.g. ``software_versions`` from the ECU inventory)."""
+
+
+class Monitor:
+    """Base class. Subclasses set ``name``, ``inputs`` (needed: the monitor stays off if any
+    is unmapped) and ``watches`` (changes delivered to ``on_signal``)."""
+
+    name: ClassVar[str] = "monitor"
+    inputs: ClassVar[tuple[str, ...]] = ()
+    watches: ClassVar[tuple[str, ...]] = ()
+    tick_s: ClassVar[float | None] = None     # on_tick period in data time; None = never
+
+    def __init__(self, ctx: MonitorContext):
+        self.ctx = ctx
+        self.state = ctx.state
+        self.limits = ctx.limits
+
+    def start(self, t: float) -> None:
+        """Called once with the first data time, after restoring persisted state."""
+
+    def on_signal(self, name: str, value: Any, t: float) -> None:
+        """A watched signal changed to ``value`` (None = unknown/stale) at ``t``."""
+
+    def on_freshness(self, name: str, stale: bool, t: float, last_seen: float | None) -> None:
+        """A mapped signal went stale or came back (only monitors that override it)."""
+
+    def on_tick(self, t: float) -> None:
+        """Periodic call in data time (every ``tick_s``)."""
+
+    def stop(self, t: float) -> None:
+        """End of input (trace end or service stop): persist what must survive."""
+
+    def emit(self, type_: str, data: dict[str, Any], t: float) -> None:
+        self.ctx.emit(type_, data, t)
+
+    def value(self, name: str, default: Any = None) -> Any:
+        return self.state.value(name, default)

@@ -1,0 +1,30 @@
+"""UDS flashing and ECU identification over ISO-TP (udsoncan client side).
+
+One module per concern, like udsoncan: ``connection`` (ISO-TP stack + client, per-step
+deadline), ``security`` (seed/key algorithms), ``versions`` (identification DIDs),
+``image`` (image trailer), ``steps`` (budgets and retries), ``keepalive`` (TesterPresent),
+``flash`` (``FlashSession``), ``errors`` (typed failures), ``inventory`` (read versions).
+"""
+
+from agent.ota.uds.errors import (
+    ChecksumMismatch,
+    DependencyCheckFailed,
+    FlashError,
+    ImageError,
+    NegativeResponse,
+    PreconditionViolated,
+    ProtocolError,
+    RoutineFailed,
+    StepTimeout,
+    VersionMismatch,
+)
+from agent.ota.uds.flash import ROUTINE_ACTIVATE_PREVIOUS, FlashResult, FlashSession
+from agent.ota.uds.inventory import read_ecu_versions
+from agent.ota.uds.versions import EcuVersions
+
+__all__ = [
+    "ChecksumMismatch", "DependencyCheckFailed", "EcuVersions", "FlashError", "FlashResult",
+    "FlashSession", "ImageError", "NegativeResponse", "PreconditionViolated", "ProtocolError",
+    "ROUTINE_ACTIVATE_PREVIOUS", "RoutineFailed", "StepTimeout", "VersionMismatch",
+    "read_ecu_versions",
+]

@@ -1,0 +1,89 @@
+"""Custom target fields shared by the bench repositories and the verifier.
+
+Director ``TargetFile.custom``::
+
+    {"ecu_id": "BMS-01", "hardware_id": "bms-hw-a", "release_counter": 7,
+     "version": {"F189": "2.4.0", "F188": "SW-123456", "F195": "SUP-2.4.0"}}
+
+Image repository ``TargetFile.custom``: ``hardware_id`` and ``release_counter`` (the
+"SHALL match" section: both must equal the Director's), optionally ``version``.
+Director ``targets.json`` also carries ``"custom": {"vin": ...}`` at the top of its signed
+part, so one vehicle's instructions cannot be replayed to another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.ota.uptane.errors import ArbitrarySoftware
+
+ECU_ID = "ecu_id"
+HARDWARE_ID = "hardware_id"
+RELEASE_COUNTER = "release_counter"
+VERSION = "version"
+VIN = "vin"
+# DIDs whose read-back after flashing must equal the signed strings.
+DID_SW_VERSION = "F189"
+DID_SW_NUMBER = "F188"
+DID_SUPPLIER_SW_VERSION = "F195"
+VERSION_DIDS = (DID_SW_VERSION, DID_SW_NUMBER, DID_SUPPLIER_SW_VERSION)
+# Delegated roles may name the hardware they may sign for (Uptane delegation field).
+DELEGATION_HARDWARE_IDS = "hardware_ids"
+
+_DID = re.compile(r"[0-9A-F]{4}")
+# Image paths: no empty, dot-leading or traversal segments; nothing a shell or URL mangles.
+SAFE_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)*")
+
+
+@dataclass(frozen=True)
+class TargetFields:
+    hardware_id: str
+    release_counter: int
+    ecu_id: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def parse_fields(custom: Any, path: str, *, director: bool, repo: str) -> TargetFields:
+    """Validate the custom fields of one target; ``ArbitrarySoftware`` if malformed."""
+    def bad(msg: str) -> ArbitrarySoftware:
+        return ArbitrarySoftware(f"target {path!r}: {msg}", repo=repo, role="targets")
+
+    if not SAFE_PATH.fullmatch(path) or len(path) > 255:
+        raise bad("unsafe target path")
+    if not isinstance(custom, dict):
+        raise bad("custom fields missing")
+    hw = custom.get(HARDWARE_ID)
+    counter = custom.get(RELEASE_COUNTER)
+    if not isinstance(hw, str) or not hw:
+        raise bad(f"{HARDWARE_ID} must be a non-empty string")
+    if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
+        raise bad(f"{RELEASE_COUNTER} must be an integer >= 0")
+    ecu = ""
+    if director:
+        ecu = custom.get(ECU_ID)
+        if not isinstance(ecu, str) or not ecu:
+            raise bad(f"{ECU_ID} must be a non-empty string")
+    versions = custom.get(VERSION, {})
+    if not isinstance(versions, dict) or not all(
+            isinstance(k, str) and _DID.fullmatch(k) and isinstance(v, str)
+            for k, v in versions.items()):
+        raise bad(f"{VERSION} must map 4-hex-digit DIDs to strings")
+    if director and DID_SW_VERSION not in versions:
+        raise bad(f"{VERSION}.{DID_SW_VERSION} is required for the read-back check")
+    return TargetFields(hw, counter, ecu, dict(versions))
+
+
+def director_custom(ecu_id: str, hardware_id: str, release_counter: int,
+                    versions: dict[str, str]) -> dict[str, Any]:
+    return {ECU_ID: ecu_id, HARDWARE_ID: hardware_id, RELEASE_COUNTER: release_counter,
+            VERSION: dict(versions)}
+
+
+def image_custom(hardware_id: str, release_counter: int,
+                 versions: dict[str, str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {HARDWARE_ID: hardware_id, RELEASE_COUNTER: release_counter}
+    if versions:
+        out[VERSION] = dict(versions)
+    return out

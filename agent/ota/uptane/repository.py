@@ -1,0 +1,303 @@
+"""Full verification of one repository (Uptane Standard "Full verification", TUF client
+workflow) on python-tuf's metadata API, judged against an injected secure time.
+
+python-tuf's ``Updater`` reads the system clock and knows one repository; the Primary
+needs two and a secure time, so the steps are written out here: root chain N -> N+1 (both
+thresholds), timestamp, snapshot bound by hash/length/version, targets and delegated
+targets bound by the snapshot, per-role byte caps, and anti-rollback versions persisted in
+the StateDB kv table (``uptane.repo.<name>``) so they survive reboots.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tuf.api import exceptions as tuf_exc
+from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetFile, Targets
+from tuf.api.metadata import Timestamp as TimestampRole
+from tuf.api.serialization import DeserializationError
+
+from agent.journal.statedb import StateDB
+from agent.ota.uptane.custom import DELEGATION_HARDWARE_IDS
+from agent.ota.uptane.download import HttpFetcher, NotFound
+from agent.ota.uptane.errors import (
+    ArbitrarySoftware,
+    Freeze,
+    MixAndMatch,
+    Rollback,
+    UpdateRejected,
+)
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=Signed)
+
+
+@dataclass
+class RoleCaps:
+    root: int = 512 * 1024
+    timestamp: int = 16 * 1024
+    snapshot: int = 2 * 1024 * 1024
+    targets: int = 5 * 1024 * 1024
+
+
+class TrustedRepository:
+    """Trusted metadata of one repository; ``refresh(now)`` then ``find_target()``."""
+
+    def __init__(self, name: str, base_url: str, fetcher: HttpFetcher, statedb: StateDB, *,
+                 bootstrap_root: bytes, caps: RoleCaps | None = None,
+                 max_rotations: int = 32, max_delegations: int = 32,
+                 allow_delegations: bool = True):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.fetcher = fetcher
+        self.statedb = statedb
+        self.caps = caps or RoleCaps()
+        self.max_rotations = max_rotations
+        self.max_delegations = max_delegations
+        self.allow_delegations = allow_delegations
+        self._bootstrap_root = bootstrap_root
+        self.state_key = f"uptane.repo.{name}"
+        self.root: Root | None = None
+        self.timestamp: TimestampRole | None = None
+        self.snapshot: Snapshot | None = None
+        self.targets: dict[str, Targets] = {}
+        # Verified bytes of this refresh, for Secondaries that verify themselves.
+        self.raw: dict[str, bytes] = {}
+        self._now: datetime | None = None
+        self._state: dict[str, Any] = {}
+
+    # -- refresh --------------------------------------------------------------------
+    def refresh(self, now: datetime) -> Targets:
+        """Verify root, timestamp, snapshot and top-level targets; return targets."""
+        self._now = now
+        self.raw = {}
+        self.targets = {}
+        self._state = self._load_state()
+        self._update_root()
+        self._update_timestamp()
+        self._update_snapshot()
+        targets = self._update_targets(Targets.type, self._trusted_root())
+        if not self.allow_delegations and targets.delegations is not None:
+            raise ArbitrarySoftware("Director targets must not delegate", repo=self.name,
+                                    role=Targets.type)
+        self._save_state()
+        return targets
+
+    def _load_state(self) -> dict[str, Any]:
+        state = self.statedb.get(self.state_key)
+        if state is None:
+            md = self._parse(self._bootstrap_root, Root, "root")
+            self._verify(md.signed, "root", md)   # the trust anchor signs itself
+            state = {"root": md.to_dict(), "timestamp": 0, "snapshot": 0, "meta": {},
+                     "targets": {}}
+        self.root = Metadata.from_dict(copy.deepcopy(state["root"])).signed  # type: ignore
+        return state
+
+    def _save_state(self) -> None:
+        self.statedb.put(self.state_key, self._state)
+
+    def _trusted_root(self) -> Root:
+        assert self.root is not None
+        return self.root
+
+    def _update_root(self) -> None:
+        root = self._trusted_root()
+        for _ in range(self.max_rotations):
+            nxt = root.version + 1
+            try:
+                data = self._fetch(f"{nxt}.root.json", self.caps.root)
+            except NotFound:
+                break
+            md = self._parse(data, Root, "root")
+            new = md.signed
+            if new.version != nxt:
+                cls = Rollback if new.version <= root.version else ArbitrarySoftware
+                raise cls(f"{nxt}.root.json holds version {new.version}, expected {nxt}",
+                          repo=self.name, role="root")
+            try:
+                result = new.get_root_verification_result(root, md.signed_bytes,
+                                                          md.signatures)
+            except ValueError as exc:
+                raise ArbitrarySoftware(str(exc), repo=self.name, role="root") from exc
+            for which, part in (("previous", result.first), ("new", result.second)):
+                if not part.verified:
+                    raise ArbitrarySoftware(
+                        f"root v{nxt} signed by {len(part.signed)}/{part.threshold} of the "
+                        f"{which} root's keys", repo=self.name, role="root")
+            # Fast-forward recovery: rotated timestamp/snapshot keys reset their floors.
+            if set(new.roles["timestamp"].keyids) != set(root.roles["timestamp"].keyids):
+                self._state["timestamp"] = 0
+            if set(new.roles["snapshot"].keyids) != set(root.roles["snapshot"].keyids):
+                self._state["snapshot"] = 0
+                self._state["meta"] = {}
+            log.info("%s: root rotated v%d -> v%d", self.name, root.version, new.version)
+            root = new
+            self.root = new
+            self._state["root"] = md.to_dict()
+            self.raw[f"{nxt}.root.json"] = data
+        else:
+            log.warning("%s: stopped after %d root rotations", self.name, self.max_rotations)
+        self._check_expiry(root, "root")
+
+    def _update_timestamp(self) -> None:
+        data = self._fetch("timestamp.json", self.caps.timestamp)
+        md = self._parse(data, TimestampRole, "timestamp")
+        self._verify(self._trusted_root(), "timestamp", md)
+        ts = md.signed
+        if ts.version < self._state["timestamp"]:
+            raise Rollback(f"timestamp v{ts.version} is older than trusted "
+                           f"v{self._state['timestamp']}", repo=self.name, role="timestamp")
+        if ts.snapshot_meta.version < self._state["snapshot"]:
+            raise Rollback(f"timestamp names snapshot v{ts.snapshot_meta.version}, trusted "
+                           f"is v{self._state['snapshot']}", repo=self.name, role="timestamp")
+        self._check_expiry(ts, "timestamp")
+        self.timestamp = ts
+        self._state["timestamp"] = ts.version
+        self.raw["timestamp.json"] = data
+
+    def _update_snapshot(self) -> None:
+        assert self.timestamp is not None
+        meta = self.timestamp.snapshot_meta
+        data = self._fetch(f"{meta.version}.snapshot.json",
+                           min(self.caps.snapshot, meta.length or self.caps.snapshot))
+        self._bind(meta, data, "snapshot")
+        md = self._parse(data, Snapshot, "snapshot")
+        self._verify(self._trusted_root(), "snapshot", md)
+        snap = md.signed
+        if snap.version != meta.version:
+            raise MixAndMatch(f"snapshot v{snap.version} served where timestamp names "
+                              f"v{meta.version}", repo=self.name, role="snapshot")
+        if snap.version < self._state["snapshot"]:
+            raise Rollback(f"snapshot v{snap.version} is older than trusted "
+                           f"v{self._state['snapshot']}", repo=self.name, role="snapshot")
+        for fname, old_version in self._state["meta"].items():
+            new_meta = snap.meta.get(fname)
+            if new_meta is None:
+                raise Rollback(f"snapshot dropped {fname}", repo=self.name, role="snapshot")
+            if new_meta.version < old_version:
+                raise Rollback(f"snapshot lists {fname} v{new_meta.version}, trusted is "
+                               f"v{old_version}", repo=self.name, role="snapshot")
+        self._check_expiry(snap, "snapshot")
+        self.snapshot = snap
+        self._state["snapshot"] = snap.version
+        self._state["meta"] = {k: v.version for k, v in snap.meta.items()}
+        self.raw[f"{snap.version}.snapshot.json"] = data
+
+    def _update_targets(self, role: str, delegator: Root | Targets) -> Targets:
+        assert self.snapshot is not None
+        meta = self.snapshot.meta.get(f"{role}.json")
+        if meta is None:
+            raise MixAndMatch(f"snapshot does not list {role}.json", repo=self.name,
+                              role=role)
+        data = self._fetch(f"{meta.version}.{role}.json",
+                           min(self.caps.targets, meta.length or self.caps.targets))
+        self._bind(meta, data, role)
+        md = self._parse(data, Targets, role)
+        self._verify(delegator, role, md)
+        targets = md.signed
+        if targets.version != meta.version:
+            raise MixAndMatch(f"{role} v{targets.version} served where snapshot names "
+                              f"v{meta.version}", repo=self.name, role=role)
+        trusted = self._state["targets"].get(role, 0)
+        if targets.version < trusted:
+            raise Rollback(f"{role} v{targets.version} is older than trusted v{trusted}",
+                           repo=self.name, role=role)
+        self._check_expiry(targets, role)
+        self._state["targets"][role] = targets.version
+        self.targets[role] = targets
+        self.raw[f"{targets.version}.{role}.json"] = data
+        return targets
+
+    # -- delegation resolution ----------------------------------------------------------
+    def find_target(self, path: str, hardware_id: str) -> tuple[TargetFile, str] | None:
+        """Pre-order depth-first walk of the delegation tree (Uptane "resolve delegations").
+
+        Returns the target and the role that signed it, or None when no role that may
+        sign ``path`` for ``hardware_id`` lists it. Loads and verifies delegated roles on
+        the way; an invalid role aborts with its rejection.
+        """
+        top = self.targets.get(Targets.type)
+        if top is None:
+            raise RuntimeError("refresh() first")
+        found = self._walk(path, hardware_id)
+        self._save_state()
+        return found
+
+    def _walk(self, path: str, hardware_id: str) -> tuple[TargetFile, str] | None:
+        stack: list[tuple[str, Root | Targets | None]] = [(Targets.type, None)]
+        visited: set[str] = set()
+        while stack and len(visited) <= self.max_delegations:
+            role, delegator = stack.pop()
+            if role in visited:
+                continue
+            visited.add(role)
+            targets = self.targets.get(role)
+            if targets is None:
+                assert isinstance(delegator, Targets)
+                targets = self._update_targets(role, delegator)
+            if path in targets.targets:
+                return targets.targets[path], role
+            if targets.delegations is None or targets.delegations.roles is None:
+                continue
+            children: list[tuple[str, Root | Targets | None]] = []
+            for child in targets.delegations.roles.values():
+                if not child.is_delegated_path(path):
+                    continue
+                hw_ids = child.unrecognized_fields.get(DELEGATION_HARDWARE_IDS)
+                if hw_ids is not None and hardware_id not in hw_ids:
+                    continue
+                children.append((child.name, targets))
+                if child.terminating:
+                    break
+            stack.extend(reversed(children))
+        return None
+
+    def iter_roles(self) -> Iterator[tuple[str, Targets]]:
+        yield from self.targets.items()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _fetch(self, fname: str, cap: int) -> bytes:
+        return self.fetcher.fetch_metadata(f"{self.base_url}/metadata/{fname}", cap)
+
+    def _parse(self, data: bytes, cls: type[S], role: str) -> Metadata[S]:
+        try:
+            md = Metadata.from_bytes(data)
+        except (DeserializationError, ValueError, KeyError, TypeError) as exc:
+            raise ArbitrarySoftware(f"not valid metadata: {exc}", repo=self.name,
+                                    role=role) from exc
+        if md.signed.type != cls.type:
+            raise ArbitrarySoftware(f"expected {cls.type} metadata, got {md.signed.type}",
+                                    repo=self.name, role=role)
+        return md  # type: ignore[return-value]
+
+    def _verify(self, delegator: Root | Targets, role: str, md: Metadata[Any]) -> None:
+        try:
+            delegator.verify_delegate(role, md.signed_bytes, md.signatures)
+        except tuf_exc.UnsignedMetadataError as exc:
+            raise ArbitrarySoftware(f"signature threshold not met: {exc}", repo=self.name,
+                                    role=role) from exc
+        except ValueError as exc:
+            raise ArbitrarySoftware(f"no delegation for {role}: {exc}", repo=self.name,
+                                    role=role) from exc
+
+    def _bind(self, meta: MetaFile, data: bytes, role: str) -> None:
+        try:
+            meta.verify_length_and_hashes(data)
+        except tuf_exc.LengthOrHashMismatchError as exc:
+            raise MixAndMatch(f"file does not match the length/hashes its parent role "
+                              f"signed: {exc}", repo=self.name, role=role) from exc
+
+    def _check_expiry(self, signed: Signed, role: str) -> None:
+        assert self._now is not None
+        if signed.is_expired(self._now):
+            raise Freeze(f"v{signed.version} expired {signed.expires.isoformat()} "
+                         f"(secure time {self._now.isoformat()})", repo=self.name, role=role)
+
+
+__all__ = ["RoleCaps", "TrustedRepository", "UpdateRejected"]

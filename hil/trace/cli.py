@@ -1,0 +1,72 @@
+"""``icv-hil scenario`` and ``icv-hil replay``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.model import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scenario", help="turn a scenario timeline into a CAN trace")
+    p.add_argument("scenario", type=Path)
+    p.add_argument("--config", "-c", type=Path, required=True,
+                   help="agent config whose buses, DBCs and mappings encode the trace")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="trace file; format by suffix (.log candump, .asc, .blf)")
+    p.set_defaults(func=scenario_cmd)
+
+    p = sub.add_parser("replay", help="replay a trace onto a CAN bus in real time")
+    p.add_argument("trace", type=Path)
+    p.add_argument("--interface", "-i", default="socketcan")
+    p.add_argument("--channel", "-C", default="vcan0")
+    p.add_argument("--fd", action="store_true", help="open the bus in CAN FD mode")
+    p.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
+    p.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=replay_cmd)
+
+
+def scenario_cmd(args: argparse.Namespace) -> int:
+    from agent import config as agent_config
+    from hil.trace.scenario import generate, load_scenario
+
+    try:
+        cfg = agent_config.load(args.config)
+        sc = load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    n = generate(cfg, sc, args.output)
+    print(f"{args.output}: {n} frames, {sc.duration:g} s", file=sys.stderr)
+    return 0
+
+
+def replay_cmd(args: argparse.Namespace) -> int:
+    import can
+
+    from hil.trace.replay import replay
+
+    if not args.trace.is_file():
+        print(f"error: {args.trace}: trace file not found", file=sys.stderr)
+        return 2
+    if args.speed <= 0:
+        print("error: --speed must be > 0", file=sys.stderr)
+        return 2
+    try:
+        bus = can.Bus(interface=args.interface, channel=args.channel, fd=args.fd)
+    except Exception as exc:
+        print(f"error: cannot open {args.interface}:{args.channel}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        result = replay(args.trace, bus, speed=args.speed, loop=args.loop,
+                        progress=None if args.quiet else sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        bus.shutdown()
+    print(f"sent {result.sent} frames in {result.duration_s:.2f} s, {result.errors} send errors,"
+          f" timing error mean {result.mean_error_ms:.3f} ms max {result.max_error_ms:.3f} ms")
+    return 0 if result.errors == 0 else 1

@@ -1,0 +1,192 @@
+"""Canonical values -> CAN frames, through the same mapping the agent decodes with.
+
+The inverse of ``agent.ingest``: for each mapped DBC signal, choose the raw value whose
+decoding (by every binding that reads that DBC signal) best reproduces the wanted
+canonical values. Priority sources work out: a higher-ranked source that cannot express
+a value is set to something it decodes as "unknown", so the next source shows through.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.ingest.mapping import Binding
+from agent.ingest.setup import BusSetup, MessagePlan
+
+COUNTER = re.compile(r"(alive|alv|counter|_cnt|rollingcounter|rc$|rc_|msgcntr)", re.I)
+DEFAULT_CYCLE_S = 0.1
+
+
+@dataclass
+class MessageEncoder:
+    plan: MessagePlan
+    cycle_s: float
+    counters: list[Any] = field(default_factory=list)
+    mux_values: list[tuple[str, int]] = field(default_factory=list)
+    base: dict[str, Any] = field(default_factory=dict)
+    cache: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    tick: int = 0
+
+
+def _default_raw(sig: Any) -> float:
+    lo = sig.minimum if sig.minimum is not None else None
+    hi = sig.maximum if sig.maximum is not None else None
+    v = 0.0
+    if lo is not None and v < lo:
+        v = lo
+    if hi is not None and v > hi:
+        v = hi
+    return v
+
+
+class TraceEncoder:
+    """Frames of every mapped message of one bus for a given canonical state."""
+
+    def __init__(self, setup: BusSetup):
+        self.setup = setup
+        self._sources: dict[tuple[str, str], int] = {}
+        self._entries: dict[tuple[str, int], Any] = {}
+        ranks: dict[str, int] = {}
+        for e in setup.mapping.signal:
+            r = ranks.get(e.name, 0)
+            ranks[e.name] = r + 1
+            self._entries[(e.name, r)] = e
+        self.messages: list[MessageEncoder] = []
+        # canonical name -> number of sources (ranks)
+        self.ranks: dict[str, int] = {}
+        for plan in setup.plans.values():
+            for b in plan.bindings:
+                self.ranks[b.canonical] = max(self.ranks.get(b.canonical, 0), b.rank + 1)
+        for plan in setup.plans.values():
+            msg = plan.message
+            enc = MessageEncoder(plan, plan.cycle_s or DEFAULT_CYCLE_S)
+            mapped = {b.dbc_signal for b in plan.bindings}
+            muxes: dict[str, set[int]] = {}
+            for sig in msg.signals:
+                enc.base[sig.name] = _default_raw(sig)
+                if sig.name not in mapped and COUNTER.search(sig.name) and not sig.choices:
+                    enc.counters.append(sig)
+                if sig.name in mapped and sig.multiplexer_signal:
+                    muxes.setdefault(sig.multiplexer_signal, set()).update(
+                        sig.multiplexer_ids or ())
+            enc.mux_values = [(m, v) for m, vs in muxes.items() for v in sorted(vs)]
+            self.messages.append(enc)
+
+    def _choose(self, bindings: list[Binding], sig: Any, wanted: dict[str, Any]) -> Any:
+        """Physical value for one DBC signal that satisfies its bindings best."""
+        candidates: list[float] = []
+        for b in bindings:
+            want = wanted.get(b.canonical)
+            if want is None:
+                continue
+            direct = self._invert(b, sig, want)
+            if direct is not None:
+                candidates.append(direct)
+        if sig.choices:
+            candidates.extend(sig.scale * int(k) + sig.offset for k in sig.choices)
+        lo = sig.minimum if sig.minimum is not None else -1e18
+        hi = sig.maximum if sig.maximum is not None else 1e18
+        raw_max = (1 << sig.length) - 1
+        candidates.extend(sig.scale * r + sig.offset for r in range(min(raw_max, 15) + 1))
+        best, best_score = None, -1
+        for phys in candidates:
+            if not lo - 1e-9 <= phys <= hi + 1e-9:
+                continue
+            score = 0
+            for b in bindings:
+                want = wanted.get(b.canonical)
+                if want is None:
+                    continue
+                got = b.convert(phys)
+                shown_by_other = self._source_for(b.canonical, want) != b.rank
+                if shown_by_other:
+                    # a higher-priority source must stay unknown; a lower one is free
+                    if b.rank < (self._source_for(b.canonical, want) or 0):
+                        score += 2 if got is None else 0
+                    elif got == want:
+                        score += 1
+                elif got == want or (isinstance(want, float) and got is not None
+                                     and not isinstance(got, bool | str)
+                                     and abs(got - want) <= abs(sig.scale) * 1.01):
+                    score += 4
+            if score > best_score:
+                best, best_score = phys, score
+        return best if best is not None else _default_raw(sig)
+
+    def _source_for(self, canonical: str, want: Any) -> int | None:
+        return self._sources.get((canonical, repr(want)))
+
+    def _invert(self, b: Binding, sig: Any, want: Any) -> float | None:
+        if isinstance(want, float) and not isinstance(want, bool):
+            entry = self._entries[(b.canonical, b.rank)]
+            phys = (want - entry.offset) / entry.factor
+            raw = round((phys - sig.offset) / sig.scale)
+            return raw * sig.scale + sig.offset
+        if isinstance(want, bool) and not sig.choices:
+            entry = self._entries[(b.canonical, b.rank)]
+            return float(want is not entry.invert) * sig.scale + sig.offset
+        if isinstance(want, int) and not isinstance(want, bool):
+            return float(want)
+        return None
+
+    def frames(self, wanted: dict[str, Any], due: list[MessageEncoder]
+               ) -> list[tuple[int, bytes, bool, bool]]:
+        """Encode the ``due`` messages for canonical values ``wanted``."""
+        out = []
+        for enc in due:
+            msg = enc.plan.message
+            key = tuple(repr(wanted.get(b.canonical)) for b in enc.plan.bindings)
+            mapped = enc.cache.get(key)
+            if mapped is None:
+                self._sources = self._resolve_sources(wanted)
+                by_signal: dict[str, list[Binding]] = {}
+                for b in enc.plan.bindings:
+                    by_signal.setdefault(b.dbc_signal, []).append(b)
+                mapped = {name: self._choose(bs, msg.get_signal_by_name(name), wanted)
+                          for name, bs in by_signal.items()}
+                enc.cache[key] = mapped
+            values = dict(enc.base)
+            values.update(mapped)
+            for sig in enc.counters:
+                values[sig.name] = (enc.tick % (1 << sig.length)) * sig.scale + sig.offset
+            if enc.mux_values:
+                mux, val = enc.mux_values[enc.tick % len(enc.mux_values)]
+                values[mux] = val
+                values = {k: v for k, v in values.items()
+                          if _in_mux(msg.get_signal_by_name(k), values)}
+            enc.tick += 1
+            data = msg.encode(values, strict=False, padding=False)
+            out.append((msg.frame_id, data, bool(msg.is_extended_frame), bool(msg.is_fd)))
+        return out
+
+    def _resolve_sources(self, wanted: dict[str, Any]) -> dict[tuple[str, str], int]:
+        """For each wanted canonical value, the highest-priority source able to show it."""
+        result: dict[tuple[str, str], int] = {}
+        for enc in self.messages:
+            msg = enc.plan.message
+            for b in enc.plan.bindings:
+                want = wanted.get(b.canonical)
+                if want is None:
+                    continue
+                key = (b.canonical, repr(want))
+                if key in result and result[key] <= b.rank:
+                    continue
+                sig = msg.get_signal_by_name(b.dbc_signal)
+                if self._can_show(b, sig, want):
+                    result[key] = b.rank
+        return result
+
+    def _can_show(self, b: Binding, sig: Any, want: Any) -> bool:
+        if self._invert(b, sig, want) is not None:
+            return True
+        raws = [int(k) for k in sig.choices] if sig.choices else range(
+            min((1 << sig.length) - 1, 255) + 1)
+        return any(b.convert(r * sig.scale + sig.offset) == want for r in raws)
+
+
+def _in_mux(sig: Any, values: dict[str, Any]) -> bool:
+    if not sig.multiplexer_signal:
+        return True
+    return values.get(sig.multiplexer_signal) in (sig.multiplexer_ids or ())
