@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,8 @@ def offline_recorder(cfg: agent_config.AgentConfig, key_path: Path | None, timeb
         log.warning("device key %s unusable (%s): signing with a throw-away key", path, exc)
         key = DeviceKey.generate()
     db = StateDB(None)
-    chain = RecordChain(db, key, cfg.vehicle.vin, namespace=f"analyze:{cfg.vehicle.vin}")
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"icv-agent:analyze:{cfg.vehicle.vin}")
+    chain = RecordChain(db, key, cfg.vehicle.vin, namespace=namespace)
 
     def deliver(records: list[dict[str, Any]]) -> None:
         for r in records:

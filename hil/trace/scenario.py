@@ -48,7 +48,10 @@ class Scenario:
     step: list[Step] = field(default_factory=list)
     start: str = "2026-07-01T08:00:00Z"
     description: str = ""
-    # Optional: what the scenario expects (used by tests; ignored by the generator).
+    # Used by the scenario tests only; the generator ignores them. ``config`` names the
+    # file in config/ the scenario is written for; ``expect`` is an ordered list of
+    # records ({type, data subset, at seconds, tol}); ``expect_absent`` types must not occur.
+    config: str = "bench"
     expect: list[dict[str, Any]] = field(default_factory=list)
     expect_absent: list[str] = field(default_factory=list)
 

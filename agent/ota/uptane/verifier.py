@@ -1,0 +1,252 @@
+"""The Primary's Uptane flow: Director + Image repository, cross-check, per-ECU anti-rollback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuf.api.metadata import Targets
+
+from agent.journal.statedb import StateDB
+from agent.ota.uptane.custom import VIN, TargetFields, parse_fields
+from agent.ota.uptane.download import HttpFetcher
+from agent.ota.uptane.errors import (
+    EndlessData,
+    MixAndMatch,
+    PartialBundle,
+    Rollback,
+    UpdateRejected,
+    WrongHardware,
+)
+from agent.ota.uptane.repository import RoleCaps, TrustedRepository
+from agent.ota.uptane.settings import UptaneConfig
+from agent.ota.uptane.time import SecureTime, parse_time
+
+log = logging.getLogger(__name__)
+
+ECU_KEY = "uptane.ecu.{}"
+
+
+@dataclass(frozen=True)
+class EcuInstalled:
+    """What the vehicle reports for one ECU before the campaign."""
+
+    hardware_id: str
+    release_counter: int = 0
+
+
+@dataclass(frozen=True)
+class VerifiedTarget:
+    """One image the Director assigned to one ECU, verified against both repositories."""
+
+    ecu_id: str
+    hardware_id: str
+    path: str                       # target path in both repositories
+    length: int
+    hashes: dict[str, str] = field(hash=False)      # algorithm -> hex digest
+    release_counter: int = 0
+    versions: dict[str, str] = field(default_factory=dict, hash=False)  # DID -> string
+    image_role: str = "targets"     # Image-repository role that signed the image
+    url: str = ""                   # where download() fetches it
+    director_version: int = 0       # Director targets version that assigned it
+    custom: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+class UptaneClient:
+    """Full verification on the Primary; see the package docstring for the flow."""
+
+    def __init__(self, config: UptaneConfig, statedb: StateDB, secure_time: SecureTime,
+                 fetcher: HttpFetcher | None = None, *, config_dir: Path = Path(".")):
+        self.config = config
+        self.statedb = statedb
+        self.secure_time = secure_time
+        self.config_dir = Path(config_dir)
+        self.fetcher = fetcher or HttpFetcher.from_config(config, self.config_dir)
+        self.caps = RoleCaps(config.max_root_bytes, config.max_timestamp_bytes,
+                             config.max_snapshot_bytes, config.max_targets_bytes)
+        self.director: TrustedRepository | None = None
+        self.image: TrustedRepository | None = None
+
+    def _repo(self, name: str, url: str, root_file: str, delegations: bool) -> TrustedRepository:
+        root_path = self.config.resolve(root_file, self.config_dir)
+        bootstrap = b""
+        if self.statedb.get(f"uptane.repo.{name}") is None:
+            try:
+                bootstrap = root_path.read_bytes()
+            except OSError as exc:
+                raise FileNotFoundError(f"trusted {name} root {root_path}: {exc.strerror}") \
+                    from exc
+        return TrustedRepository(name, url, self.fetcher, self.statedb,
+                                 bootstrap_root=bootstrap, caps=self.caps,
+                                 max_rotations=self.config.max_root_rotations,
+                                 max_delegations=self.config.max_delegations,
+                                 allow_delegations=delegations)
+
+    def check_campaign(self, vin: str, ecus: Mapping[str, EcuInstalled]) -> list[VerifiedTarget]:
+        """Refresh and fully verify both repositories; return what the Director assigns.
+
+        Raises an ``UpdateRejected`` subclass naming the threat; nothing is installed or
+        marked installed here. An empty list means the Director has nothing for ``vin``.
+        """
+        now = self.secure_time.now()
+        self.director = self._repo("director", f"{self.config.director_url.rstrip('/')}/{vin}",
+                                   self.config.director_root, delegations=False)
+        dtargets = self.director.refresh(now)
+        self._observe_time()
+        self._check_vin(dtargets, vin)
+        assigned = self._director_assignments(dtargets, ecus)
+        if not assigned:
+            return []
+        self.image = self._repo("image", self.config.image_url, self.config.image_root,
+                                delegations=True)
+        self.image.refresh(now)
+        out = []
+        for path, info, fields in assigned:
+            out.append(self._cross_check(path, info, fields, dtargets.version))
+        return out
+
+    def _observe_time(self) -> None:
+        assert self.director is not None and self.director.timestamp is not None
+        observe = getattr(self.secure_time, "observe", None)
+        issued = self.director.timestamp.unrecognized_fields.get("issued")
+        if not (self.config.time_from_timestamp and observe and isinstance(issued, str)):
+            return
+        try:
+            when = parse_time(issued)
+        except ValueError:
+            log.warning("director timestamp has an unreadable 'issued' field %r", issued)
+            return
+        # Signed by the timestamp key; not later than the role's own expiry.
+        if when <= self.director.timestamp.expires:
+            observe(when, "director timestamp")
+
+    def _check_vin(self, targets: Targets, vin: str) -> None:
+        custom = targets.unrecognized_fields.get("custom")
+        signed_vin = custom.get(VIN) if isinstance(custom, dict) else None
+        if signed_vin != vin:
+            raise MixAndMatch(f"Director targets are for vehicle {signed_vin!r}, not {vin!r}",
+                              repo="director", role="targets")
+
+    def _director_assignments(self, targets: Targets, ecus: Mapping[str, EcuInstalled]
+                              ) -> list[tuple[str, Any, TargetFields]]:
+        seen: set[str] = set()
+        out = []
+        for path, info in targets.targets.items():
+            fields = parse_fields(info.custom, path, director=True, repo="director")
+            ecu = fields.ecu_id
+            if ecu in seen:
+                raise MixAndMatch("ECU named by more than one Director target",
+                                  repo="director", role="targets", ecu_id=ecu)
+            seen.add(ecu)
+            if ecu not in ecus:
+                raise MixAndMatch("Director names an ECU this vehicle does not have",
+                                  repo="director", role="targets", ecu_id=ecu)
+            if fields.hardware_id != ecus[ecu].hardware_id:
+                raise WrongHardware(f"image {path!r} is for hardware {fields.hardware_id!r}, "
+                                    f"ECU is {ecus[ecu].hardware_id!r}", repo="director",
+                                    ecu_id=ecu)
+            floor = self.installed_counter(ecu, ecus[ecu])
+            if fields.release_counter < floor:
+                raise Rollback(f"release counter {fields.release_counter} is below the "
+                               f"installed {floor}", repo="director", ecu_id=ecu)
+            out.append((path, info, fields))
+        return out
+
+    def _cross_check(self, path: str, dinfo: Any, dfields: TargetFields,
+                     director_version: int) -> VerifiedTarget:
+        assert self.image is not None
+        ecu = dfields.ecu_id
+        found = self.image.find_target(path, dfields.hardware_id)
+        if found is None:
+            raise PartialBundle(f"no Image-repository role signs {path!r} for hardware "
+                                f"{dfields.hardware_id!r}", repo="image", ecu_id=ecu)
+        iinfo, role = found
+        ifields = parse_fields(iinfo.custom, path, director=False, repo="image")
+        if iinfo.length != dinfo.length or iinfo.hashes != dinfo.hashes:
+            raise MixAndMatch(f"Director and Image repository disagree on {path!r}: length "
+                              f"{dinfo.length}/{iinfo.length}, hashes {dinfo.hashes} / "
+                              f"{iinfo.hashes}", ecu_id=ecu)
+        if ifields.hardware_id != dfields.hardware_id:
+            raise WrongHardware(f"Image repository signs {path!r} for hardware "
+                                f"{ifields.hardware_id!r}, Director says "
+                                f"{dfields.hardware_id!r}", repo="image", ecu_id=ecu)
+        if ifields.release_counter != dfields.release_counter:
+            raise MixAndMatch(f"release counter {dfields.release_counter} (Director) vs "
+                              f"{ifields.release_counter} (Image) for {path!r}", ecu_id=ecu)
+        # Consistent-snapshot name: <dir>/<hash>.<file>, preferring the SHA-256 name.
+        digest = iinfo.hashes.get("sha256") or next(iter(iinfo.hashes.values()))
+        folder, _, base = path.rpartition("/")
+        rel = f"{folder}/{digest}.{base}" if folder else f"{digest}.{base}"
+        url = f"{self.config.image_url.rstrip('/')}/targets/{rel}"
+        return VerifiedTarget(ecu, dfields.hardware_id, path, dinfo.length, dict(dinfo.hashes),
+                              dfields.release_counter, dict(dfields.versions), role, url,
+                              director_version, dict(dinfo.custom))
+
+    # -- images --------------------------------------------------------------------------
+    def download(self, target: VerifiedTarget, dest_dir: Path | None = None) -> Path:
+        """Fetch and verify one image; returns the verified file (typed failure otherwise)."""
+        dest_dir = Path(dest_dir) if dest_dir is not None else \
+            self.config.resolve(self.config.download_dir, self.config_dir)
+        if target.length > self.config.max_image_bytes:
+            raise EndlessData(f"signed length {target.length} exceeds max_image_bytes",
+                              ecu_id=target.ecu_id)
+        digest = target.hashes.get("sha256") or next(iter(target.hashes.values()))
+        name = f"{digest[:16]}.{target.path.rsplit('/', 1)[-1]}"
+        try:
+            return self.fetcher.download_image(target.url, dest_dir / name, target.length,
+                                               target.hashes)
+        except UpdateRejected as exc:
+            if not exc.ecu_id:
+                exc.ecu_id = target.ecu_id
+            raise
+
+    def download_all(self, targets: Iterable[VerifiedTarget],
+                     dest_dir: Path | None = None) -> dict[str, Path]:
+        """All images of the bundle or none: a failed one raises ``PartialBundle``.
+
+        Install nothing until this returns, so a blocked image cannot leave the vehicle
+        with half a bundle. Tampered or oversized images keep their own threat.
+        """
+        out: dict[str, Path] = {}
+        for target in targets:
+            try:
+                out[target.ecu_id] = self.download(target, dest_dir)
+            except UpdateRejected as exc:
+                if exc.threat in ("drop_request", "slow_retrieval"):
+                    raise PartialBundle(f"image {target.path!r} could not be fetched: "
+                                        f"{exc.message} ({exc.threat})",
+                                        ecu_id=target.ecu_id) from exc
+                raise
+        return out
+
+    # -- per-ECU anti-rollback -------------------------------------------------------------
+    def installed(self, ecu_id: str) -> dict[str, Any] | None:
+        return self.statedb.get(ECU_KEY.format(ecu_id))
+
+    def installed_counter(self, ecu_id: str, reported: EcuInstalled | None = None) -> int:
+        rec = self.installed(ecu_id) or {}
+        return max(int(rec.get("release_counter", 0)),
+                   reported.release_counter if reported else 0)
+
+    def mark_installed(self, ecu_id: str, target: VerifiedTarget) -> None:
+        """Advance the ECU's anti-rollback floor after the flash was read back as good."""
+        if target.ecu_id != ecu_id:
+            raise ValueError(f"target is for ECU {target.ecu_id}, not {ecu_id}")
+        key = ECU_KEY.format(ecu_id)
+        with self.statedb.transaction():
+            rec = self.statedb.get(key) or {}
+            if target.release_counter < int(rec.get("release_counter", 0)):
+                raise Rollback(f"release counter {target.release_counter} is below the "
+                               f"installed {rec['release_counter']}", ecu_id=ecu_id)
+            self.statedb.put_in(key, {
+                "path": target.path, "length": target.length, "hashes": target.hashes,
+                "hardware_id": target.hardware_id, "release_counter": target.release_counter,
+                "versions": target.versions, "director_version": target.director_version})
+
+    def metadata_bytes(self) -> dict[str, dict[str, bytes]]:
+        """Verified metadata of the last check, per repository, for full-verification
+        Secondaries."""
+        return {r.name: dict(r.raw) for r in (self.director, self.image) if r is not None}
