@@ -62,7 +62,10 @@ def schema_problem(record: Any) -> str | None:
     """The most relevant schema violation of ``record`` as ``path: message``, or None."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(_validator().iter_errors(record))
+    validator = _validator()
+    if validator.is_valid(record):
+        return None
+    error = best_match(validator.iter_errors(record))
     if error is None:
         return None
     message = error.message
