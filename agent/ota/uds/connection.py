@@ -16,7 +16,8 @@ from typing import Any
 
 import can
 import isotp
-import udsoncan
+from udsoncan.client import Client
+from udsoncan.configs import default_client_config
 from udsoncan.connections import BaseConnection, IsoTPSocketConnection, PythonIsoTpConnection
 from udsoncan.exceptions import TimeoutException
 
@@ -26,8 +27,8 @@ from agent.ota.uds.versions import did_codecs
 
 log = logging.getLogger(__name__)
 
-# Services whose positive response echoes the first request byte (sub-function or counter).
-_ECHO_FIRST = {0x10, 0x11, 0x27, 0x28, 0x31, 0x36, 0x3E, 0x85}
+# Services whose positive response echoes the sub-function (without the SPR bit 0x80).
+_ECHO_SUBFUNCTION = {0x10, 0x11, 0x27, 0x28, 0x31, 0x3E, 0x85}
 
 
 class StepDeadline(Exception):
@@ -71,11 +72,13 @@ def _response_matches(request: bytes, response: bytes) -> bool:
         return len(response) >= 2 and response[1] == sid
     if response[0] != sid + 0x40:
         return False
-    if sid in _ECHO_FIRST and len(request) > 1:
+    if sid in _ECHO_SUBFUNCTION and len(request) > 1:
         if len(response) < 2 or response[1] != request[1] & 0x7F:
             return False
         if sid == 0x31:
             return response[2:4] == request[2:4]
+    if sid == 0x36:                     # block sequence counter, all 8 bits
+        return len(request) > 1 and response[1:2] == request[1:2]
     if sid == 0x22:
         return response[1:3] == request[1:3]
     return True
@@ -164,7 +167,7 @@ def _security_algo(level: int, seed: bytes, params: Any) -> bytes:
 
 
 def client_config(ecu: EcuConfig) -> dict[str, Any]:
-    config: dict[str, Any] = dict(udsoncan.configs.default_client_config)
+    config: dict[str, Any] = dict(default_client_config)
     config.update({
         "request_timeout": None,        # budgets are per step, see GuardedConnection
         "p2_timeout": ecu.p2_s,
@@ -213,7 +216,7 @@ class EcuLink:
         config = client_config(ecu)
         secret = ecu.secret()
         config["security_algo_params"] = {"algorithm": ecu.key_algorithm, "secret": secret}
-        self.client = udsoncan.Client(self.conn, config=config)
+        self.client = Client(self.conn, config=config)
 
     @staticmethod
     def _kernel_socket(ecu: EcuConfig) -> isotp.socket:
