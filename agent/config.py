@@ -7,6 +7,7 @@ carrying every problem as ``FILE: key.path: problem``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,7 @@ from agent.model import ConfigError, Problems, build, read_toml
 from agent.ota.settings import EcuConfig, OtaConfig
 from agent.uplink.settings import CommandsConfig, UplinkConfig
 
-INTERFACES_NEEDING_CHANNEL = {"socketcan", "virtual", "udp_multicast", "pcan", "kvaser",
-                              "vector", "slcan", "serial", "socketcand", "gs_usb", "ixxat"}
+VIN = re.compile(r"^[A-Z0-9]{17}$")
 
 
 @dataclass
@@ -149,8 +149,9 @@ def load(path: str | Path) -> AgentConfig:
         setup = load_bus(cfg, bus, key, problems)
         if setup is not None:
             cfg.buses.append(setup)
-    if not cfg.vehicle.vin:
-        problems.add(path, "vehicle.vin", "must not be empty")
+    if not VIN.match(cfg.vehicle.vin):
+        problems.add(path, "vehicle.vin", f"{cfg.vehicle.vin!r} is not a VIN "
+                     "(17 characters, A-Z and 0-9)")
     try:
         from zoneinfo import ZoneInfo
 

@@ -117,9 +117,10 @@ def offline_recorder(cfg: agent_config.AgentConfig, key_path: Path | None, timeb
 
     path = key_path or cfg.key_path
     try:
-        key = DeviceKey.load_or_create(path)
+        key = DeviceKey.load(path)
     except Exception as exc:
-        log.warning("device key %s unusable (%s): signing with a throw-away key", path, exc)
+        log.warning("device key %s unusable (%s): records are signed with a throw-away key;"
+                    " pass --key or run `icv-agent keys generate`", path, exc)
         key = DeviceKey.generate()
     db = StateDB(None)
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"icv-agent:analyze:{cfg.vehicle.vin}")
