@@ -23,7 +23,7 @@ signal = "{sig}"
 
 def reference_speed() -> tuple[str, str]:
     """The reference mapping's own choice of message/signal for Vehicle.Speed."""
-    import tomllib
+    from agent.model import tomllib
 
     table = tomllib.loads((DBC / "icv_reference.map.toml").read_text())
     entry = next(e for e in table["signal"] if e["name"] == "Vehicle.Speed")

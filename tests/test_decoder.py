@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 from agent import config as agent_config
 from agent.ingest.decoder import FrameDecoder
+from agent.model import tomllib
 from agent.signals import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
