@@ -48,8 +48,11 @@ def read_trace(path: Path) -> Iterator[can.Message]:
     """Frames of one trace file, in file order. Raises TraceError for unreadable files."""
     if not path.is_file():
         raise TraceError(f"{path}: trace file not found")
+    kwargs = {}
+    if path.suffix.lower() == ".asc":
+        kwargs["relative_timestamp"] = False  # absolute time from the header's date line
     try:
-        reader = can.LogReader(str(path))
+        reader = can.LogReader(str(path), **kwargs)
     except ValueError as exc:
         raise TraceError(f"{path}: unsupported trace format ({exc})") from exc
     except Exception as exc:
