@@ -53,31 +53,31 @@ _PREFIX_LANES = {
     "ota": 3, "ecu": 3,
 }
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id      TEXT PRIMARY KEY,
-    lane    INTEGER NOT NULL,
-    seq     INTEGER NOT NULL,
-    type    TEXT NOT NULL,
-    schema  TEXT NOT NULL,
-    size    INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_order ON outbox(lane, seq);
-CREATE TABLE IF NOT EXISTS outbox_lane (
-    lane  INTEGER PRIMARY KEY,
-    count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO outbox_lane(lane, count, bytes)
-    VALUES (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0);
-CREATE TRIGGER IF NOT EXISTS outbox_in AFTER INSERT ON outbox BEGIN
-    UPDATE outbox_lane SET count = count + 1, bytes = bytes + NEW.size WHERE lane = NEW.lane;
-END;
-CREATE TRIGGER IF NOT EXISTS outbox_out AFTER DELETE ON outbox BEGIN
-    UPDATE outbox_lane SET count = count - 1, bytes = bytes - OLD.size WHERE lane = OLD.lane;
-END;
-"""
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id      TEXT PRIMARY KEY,
+        lane    INTEGER NOT NULL,
+        seq     INTEGER NOT NULL,
+        type    TEXT NOT NULL,
+        schema  TEXT NOT NULL,
+        size    INTEGER NOT NULL,
+        payload BLOB NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS outbox_order ON outbox(lane, seq)",
+    """CREATE TABLE IF NOT EXISTS outbox_lane (
+        lane  INTEGER PRIMARY KEY,
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL)""",
+    """INSERT OR IGNORE INTO outbox_lane(lane, count, bytes)
+        VALUES (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0)""",
+    """CREATE TRIGGER IF NOT EXISTS outbox_in AFTER INSERT ON outbox BEGIN
+        UPDATE outbox_lane SET count = count + 1, bytes = bytes + NEW.size
+        WHERE lane = NEW.lane;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS outbox_out AFTER DELETE ON outbox BEGIN
+        UPDATE outbox_lane SET count = count - 1, bytes = bytes - OLD.size
+        WHERE lane = OLD.lane;
+    END""",
+)
 
 
 def lane_of(type_: str) -> int:
@@ -90,13 +90,30 @@ def lane_of(type_: str) -> int:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """SQLite's SQLITE_FULL ("database or disk is full"): retry later, never crash."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)        # Python >= 3.11
-    if code is not None:
-        return code & 0xFF == sqlite3.SQLITE_FULL
-    return "database or disk is full" in str(exc)
+    """SQLite's SQLITE_FULL ("database or disk is full"): retry later, never crash.
+
+    Looks through the exception's context too: SQLite aborts the whole transaction on
+    SQLITE_FULL, so the caller's ROLLBACK may fail and hide the original error.
+    """
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 5:
+        if isinstance(cur, sqlite3.OperationalError):
+            code = getattr(cur, "sqlite_errorcode", None)        # Python >= 3.11
+            if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+                return True
+            if "database or disk is full" in str(cur):
+                return True
+        cur, seen = cur.__context__, seen + 1
+    return False
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if is_disk_full(exc):
+        return "database or disk is full"
+    return str(exc)
 
 
 def payload_of(record: dict[str, Any]) -> bytes:
@@ -127,8 +144,9 @@ class Journal:
     def __init__(self, db: StateDB, config: JournalConfig | None = None):
         self.db = db
         self.config = config or JournalConfig()
-        with db.lock:
-            db.conn.executescript(SCHEMA)
+        with db.lock:       # statement by statement: executescript would COMMIT an open tx
+            for statement in SCHEMA:
+                db.conn.execute(statement)
         self.quota_bytes = int(self.config.quota_mb * 1024 * 1024)
         self.stored = 0
         self.evicted = 0
@@ -205,9 +223,8 @@ class Journal:
         if not ids:
             return 0
         with self.db.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
-            return conn.total_changes - before
+            cursor = conn.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+            return cursor.rowcount
 
     def depth(self) -> dict[int, int]:
         """Records waiting per lane."""
@@ -234,8 +251,7 @@ class Journal:
         self.write_failures += 1
         if self.write_failures == 1 or self.write_failures % 100 == 0:
             log.error("journal commit failed (%s); %d item(s) held for retry, failure #%d",
-                      exc if exc is not None else "unknown error", len(items),
-                      self.write_failures)
+                      _describe(exc), len(items), self.write_failures)
         self._held.extendleft(reversed(list(items)))
         excess = len(self._held) - max(self.config.hold_max, 0)
         if excess <= 0:

@@ -20,10 +20,16 @@ class UplinkConfig:
     inflight: int = 20               # records published and not yet acknowledged
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
+    connect_timeout_s: float = 10.0  # TCP + TLS + CONNACK
+    # Broker keeps our command subscription (and commands sent meanwhile) this long offline.
+    session_expiry_s: int = 3600
 
 
 @dataclass
 class CommandsConfig:
     # Backend Ed25519 public keys (PEM files) allowed to sign commands.
     backend_keys: list[str] = field(default_factory=list)
+    # Oldest accepted "issued" (and longest accepted validity); nonces are kept this long.
     max_age_s: float = 600.0
+    # Tolerated clock difference for "issued" in the future.
+    clock_skew_s: float = 30.0
