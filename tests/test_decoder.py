@@ -60,8 +60,10 @@ class Oracle:
     def convert(e: dict[str, Any], sig: Any, label: Any, number: float) -> Any:
         spec = CATALOGUE[e["name"]]
         values = e.get("values")
+        raw = round((number - sig.offset) / sig.scale)
+        if any(x == raw or x == str(label) for x in e.get("invalid", [])):
+            return None
         if values:
-            raw = round((number - sig.offset) / sig.scale)
             for key, canon in values.items():
                 if key == str(label) or (key.lstrip("-").isdigit() and int(key) == raw):
                     return canon

@@ -8,6 +8,7 @@ and reopened with exponential backoff; the other buses go on.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import queue
 import random
@@ -38,6 +39,10 @@ def open_bus(setup: BusSetup) -> can.BusABC:
         kwargs.setdefault("bitrate", cfg.bitrate)  # socketcan's bitrate belongs to `ip link`
     if cfg.interface == "socketcan":
         kwargs.setdefault("receive_own_messages", False)
+    if ":" in cfg.interface:  # "package.module:BusClass": a vendor driver outside python-can
+        module, _, cls = cfg.interface.partition(":")
+        bus_class = getattr(importlib.import_module(module), cls)
+        return bus_class(channel=cfg.channel, **kwargs)
     return can.Bus(interface=cfg.interface, channel=cfg.channel, **kwargs)
 
 
@@ -66,15 +71,15 @@ class BusReader(threading.Thread):
         self.counters = BusCounters()
         self.bus: can.BusABC | None = None
         self.opened = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         delay = self.setup.config.reconnect_min_s
         first = True
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self.bus = open_bus(self.setup)
             except Exception as exc:  # python-can raises per-interface error types
@@ -82,7 +87,7 @@ class BusReader(threading.Thread):
                 log.warning("bus %s: cannot open %s:%s (%s); retry in %.1f s",
                             self.setup.name, self.setup.config.interface,
                             self.setup.config.channel, exc, delay)
-                self._stop.wait(delay * random.uniform(0.8, 1.2))
+                self._stopping.wait(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.setup.config.reconnect_max_s)
                 continue
             if not first:
@@ -104,8 +109,8 @@ class BusReader(threading.Thread):
                 except Exception:
                     pass
                 self.bus = None
-            if not self._stop.is_set():
-                self._stop.wait(delay)
+            if not self._stopping.is_set():
+                self._stopping.wait(delay)
 
     def _pump(self, bus: can.BusABC) -> None:
         recv = bus.recv
@@ -113,7 +118,7 @@ class BusReader(threading.Thread):
         index = self.index
         mono = time.monotonic
         counters = self.counters
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             msg = recv(self.recv_timeout)
             if msg is None:
                 continue

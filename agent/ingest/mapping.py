@@ -27,6 +27,8 @@ class MappingEntry:
     default: Any = None
     invert: bool = False
     timeout: float = 0.0
+    # Raw values (integers or value-table labels such as "SNA") that mean "not available".
+    invalid: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +77,31 @@ def make_converter(entry: MappingEntry, spec: SignalSpec, dbc_signal: Any, file:
     offset = dbc_signal.offset or 0
     choices = {str(v): int(k) for k, v in (dbc_signal.choices or {}).items()}
 
+    invalid: set[int] = set()
+    for i, item in enumerate(entry.invalid):
+        if isinstance(item, int) and not isinstance(item, bool):
+            invalid.add(item)
+        elif isinstance(item, str) and item in choices:
+            invalid.add(choices[item])
+        else:
+            problems.add(file, f"{key}.invalid[{i}]",
+                         f"not an integer and not a value of {dbc_signal.name}'s table")
+    convert = _converter(entry, spec, dbc_signal, choices, file, key, problems)
+    if convert is None or not invalid:
+        return convert
+
+    def unless_invalid(phys: Any) -> Any:
+        if round((phys - offset) / scale) in invalid:
+            return None
+        return convert(phys)
+
+    return unless_invalid
+
+
+def _converter(entry: MappingEntry, spec: SignalSpec, dbc_signal: Any, choices: dict[str, int],
+               file: Path, key: str, problems: Problems) -> Callable[[Any], Any] | None:
+    scale = dbc_signal.scale or 1
+    offset = dbc_signal.offset or 0
     table: dict[int, Any] = {}
     for raw_key, canon in entry.values.items():
         try:
