@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "config" / "bench.toml"
 
 
-def bench_with(tmp: Path, interface: str, channel: str, extra: str = "") -> agent_config.AgentConfig:
+def bench_with(tmp: Path, interface: str, channel: str,
+               extra: str = "") -> agent_config.AgentConfig:
     text = BENCH.read_text()
     text = text.replace('interface = "virtual"', f'interface = "{interface}"')
     text = text.replace('channel = "icv-bench"', f'channel = "{channel}"\n{extra}')

@@ -39,7 +39,7 @@ REAL_MAPPINGS = ["mg.map.toml", "tesla_model3_party.map.toml"]
 CONFIGS = ["bench.toml", "mg.toml", "tesla-model3.toml"]
 
 ENTRY_KEYS = {"name", "message", "signal", "factor", "offset", "values", "default", "invert",
-              "timeout"}
+              "timeout", "invalid"}
 COUNTER_OR_CHECKSUM = re.compile(r"(alive|cntr|counter|chksum|checksum|crc)", re.IGNORECASE)
 
 
