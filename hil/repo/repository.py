@@ -298,6 +298,8 @@ class DirectorRepository:
         self.keys = keys
         self.kw = kw
         self.shared = BenchRepository(self.folder / "_root", keys, **kw)
+        # Applied to every vehicle repository (attack tests: sign with other keys).
+        self.signers_override: dict[str, list[Signer]] = {}
 
     @classmethod
     def create(cls, folder: Path | str, keys: KeyStore, **kw: Any) -> DirectorRepository:
@@ -322,6 +324,7 @@ class DirectorRepository:
         fresh = not (folder / "metadata" / "timestamp.json").exists()
         self._copy_roots(folder)
         repo = BenchRepository(folder, self.keys, **self.kw)
+        repo.signers_override = self.signers_override
         if fresh:
             with repo.edit_targets() as targets:
                 targets.unrecognized_fields["custom"] = {custom.VIN: vin}

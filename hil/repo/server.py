@@ -156,7 +156,7 @@ class RepoServer(ThreadingHTTPServer):
             self._drops = 0
 
     def start(self) -> RepoServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="repo-server",
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="repo-server",
                                         daemon=True)
         self._thread.start()
         return self

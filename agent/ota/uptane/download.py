@@ -182,7 +182,10 @@ class HttpFetcher(FetcherInterface):
             state["resumed"] = True   # verified from disk below
             return
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp = self._open(url, headers)
+        try:
+            resp = self._open(url, headers)
+        except NotFound as exc:
+            raise DownloadFailed(str(exc)) from exc
         if resp.status == 206 and offset:
             match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != offset:

@@ -27,6 +27,7 @@ from agent.ota.uptane.custom import DELEGATION_HARDWARE_IDS
 from agent.ota.uptane.download import HttpFetcher, NotFound
 from agent.ota.uptane.errors import (
     ArbitrarySoftware,
+    DownloadFailed,
     Freeze,
     MixAndMatch,
     Rollback,
@@ -111,7 +112,7 @@ class TrustedRepository:
         for _ in range(self.max_rotations):
             nxt = root.version + 1
             try:
-                data = self._fetch(f"{nxt}.root.json", self.caps.root)
+                data = self._fetch(f"{nxt}.root.json", self.caps.root, may_be_missing=True)
             except NotFound:
                 break
             md = self._parse(data, Root, "root")
@@ -262,8 +263,13 @@ class TrustedRepository:
         yield from self.targets.items()
 
     # -- helpers --------------------------------------------------------------------------
-    def _fetch(self, fname: str, cap: int) -> bytes:
-        return self.fetcher.fetch_metadata(f"{self.base_url}/metadata/{fname}", cap)
+    def _fetch(self, fname: str, cap: int, *, may_be_missing: bool = False) -> bytes:
+        try:
+            return self.fetcher.fetch_metadata(f"{self.base_url}/metadata/{fname}", cap)
+        except NotFound as exc:
+            if may_be_missing:
+                raise
+            raise DownloadFailed(str(exc), repo=self.name) from exc
 
     def _parse(self, data: bytes, cls: type[S], role: str) -> Metadata[S]:
         try:

@@ -1,0 +1,402 @@
+"""Attack suite: each Uptane threat must be rejected with its name, and the installed
+state (per-ECU release counters in the StateDB) must not advance.
+
+Real keys, real repositories on disk, a real HTTP server on 127.0.0.1; the attacks are
+the ones of python-tuf's client tests (repository simulator) and the Uptane threat list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tuf.api.metadata import TargetFile
+from uptane_fixtures import ECUS, VERSIONS, VIN, Bench, image_bytes, make_bench
+
+from agent.ota.uptane import (
+    EcuInstalled,
+    FixedTime,
+    FloorTime,
+    UpdateRejected,
+    UptaneClient,
+)
+from agent.ota.uptane.custom import image_custom
+from agent.ota.uptane.time import load_public_key
+from hil.repo import Faults, write_time_attestation
+
+BMS_V4 = image_bytes("bms-2.4.0")
+BMS_V5 = image_bytes("bms-2.5.0")
+ADAS_V11 = image_bytes("adas-11", 120_000)
+
+
+@pytest.fixture
+def bench(tmp_path: Path):
+    with make_bench(tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def installed(bench: Bench) -> Bench:
+    """A vehicle that already took one good campaign: BMS-01 at release counter 4."""
+    bench.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    run_campaign(bench.client())
+    assert bench.client().installed("BMS-01")["release_counter"] == 4
+    return bench
+
+
+def run_campaign(client: UptaneClient, ecus: dict[str, EcuInstalled] = ECUS) -> dict:
+    targets = client.check_campaign(VIN, ecus)
+    files = client.download_all(targets)
+    for target in targets:
+        client.mark_installed(target.ecu_id, target)
+    return {t.ecu_id: (t, files[t.ecu_id]) for t in targets}
+
+
+def installed_state(bench: Bench) -> dict[str, str]:
+    rows = bench.db.conn.execute(
+        "SELECT key, value FROM kv WHERE key LIKE 'uptane.ecu.%'").fetchall()
+    return dict(rows)
+
+
+def rejected(bench: Bench, threat: str, client: UptaneClient | None = None,
+             ecus: dict[str, EcuInstalled] = ECUS) -> UpdateRejected:
+    before = installed_state(bench)
+    with pytest.raises(UpdateRejected) as info:
+        run_campaign(client or bench.client(), ecus)
+    assert info.value.threat == threat, str(info.value)
+    assert installed_state(bench) == before
+    return info.value
+
+
+def served_name(info: TargetFile) -> str:
+    folder, _, base = info.path.rpartition("/")
+    return f"{folder}/{info.hashes['sha256']}.{base}"
+
+
+# -- positive paths -------------------------------------------------------------------------
+
+def test_two_ecu_campaign_verifies_downloads_and_advances_counters(bench: Bench):
+    bench.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    bench.add_and_assign("ADAS-01", "adas/adas-11.bin", ADAS_V11, "adas-hw-b", 11)
+    client = bench.client()
+    done = run_campaign(client)
+
+    bms, bms_file = done["BMS-01"]
+    adas, adas_file = done["ADAS-01"]
+    assert bms_file.read_bytes() == BMS_V4 and adas_file.read_bytes() == ADAS_V11
+    assert bms.image_role == "supplier-bms" and adas.image_role == "supplier-adas"
+    assert bms.versions == VERSIONS and bms.hardware_id == "bms-hw-a"
+    assert bms.hashes == {"sha256": hashlib.sha256(BMS_V4).hexdigest()}
+    assert client.installed("BMS-01")["release_counter"] == 4
+    assert client.installed("ADAS-01")["release_counter"] == 11
+    assert not list(bms_file.parent.glob("*.part"))
+    meta = client.metadata_bytes()
+    assert {"timestamp.json"} <= set(meta["director"]) and "timestamp.json" in meta["image"]
+
+
+def test_nothing_assigned_means_no_targets_and_no_image_traffic(bench: Bench):
+    assert bench.client().check_campaign(VIN, ECUS) == []
+    assert bench.fetched("/director/") and not bench.fetched("/image/")
+
+
+def test_sha512_listed_is_verified_too(bench: Bench):
+    info = bench.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5,
+                                 versions=VERSIONS, hash_algorithms=("sha256", "sha512"))
+    bench.director.assign(VIN, "BMS-01", info)
+    (target, path), = run_campaign(bench.client()).values()
+    assert set(target.hashes) == {"sha256", "sha512"}
+    assert path.read_bytes() == BMS_V5
+
+
+def test_root_rotation_of_both_repositories_is_accepted(installed: Bench):
+    installed.director.rotate_root(["director-root-2"])
+    installed.image.rotate_root(["image-root-2"])
+    installed.director.rotate_root(["director-root-3", "director-root-3b"], threshold=2)
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    client = installed.client()
+    run_campaign(client)
+    assert installed.db.get("uptane.repo.director")["root"]["signed"]["version"] == 3
+    assert installed.db.get("uptane.repo.image")["root"]["signed"]["version"] == 2
+    assert client.installed("BMS-01")["release_counter"] == 5
+
+
+def test_interrupted_download_resumes_with_range_and_verifies(bench: Bench):
+    info = bench.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    bench.server.set_faults(Faults(only="/image/targets/", drop_after=50_000))
+    (target, path), = run_campaign(bench.client()).values()
+    assert path.read_bytes() == BMS_V4
+    image_requests = bench.fetched(served_name(info))
+    assert [(r.range, r.status) for r in image_requests] == [(None, 200),
+                                                            ("bytes=50000-", 206)]
+
+
+def test_download_resumes_after_restart_from_part_file(bench: Bench):
+    info = bench.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    bench.server.set_faults(Faults(only="/image/targets/", drop_after=70_000))
+    client = bench.client(retries=0)
+    (target,) = client.check_campaign(VIN, ECUS)
+    with pytest.raises(UpdateRejected) as info_exc:
+        client.download(target)
+    assert info_exc.value.threat == "drop_request"
+    parts = list(Path(bench.config.download_dir).glob("*.part"))
+    assert [p.stat().st_size for p in parts] == [70_000]
+
+    bench.server.set_faults(None)
+    fresh = bench.client(retries=0)            # a new process: state from disk only
+    path = fresh.download(target)
+    assert path.read_bytes() == BMS_V4
+    assert bench.fetched(served_name(info))[-1].range == "bytes=70000-"
+
+
+# -- arbitrary software ---------------------------------------------------------------------
+
+def test_image_bytes_changed_on_the_server(installed: Bench):
+    info = installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    served = installed.image.targets_dir / served_name(info)
+    evil = bytearray(BMS_V5)
+    evil[1000] ^= 0xFF
+    served.write_bytes(bytes(evil))
+    err = rejected(installed, "arbitrary_software")
+    assert err.ecu_id == "BMS-01"
+    assert not list(Path(installed.config.download_dir).glob("*bms-2.5.0*"))
+
+
+def test_director_targets_signed_by_a_wrong_key(installed: Bench):
+    installed.director.signers_override["targets"] = [installed.keys.ensure("mallory")]
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    err = rejected(installed, "arbitrary_software")
+    assert (err.repo, err.role) == ("director", "targets")
+
+
+def test_image_targets_signed_below_threshold(installed: Bench):
+    installed.image.signers_override["targets"] = [installed.keys.signer("image-targets-1")]
+    installed.image.bump_expiry("targets")
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    err = rejected(installed, "arbitrary_software")
+    assert (err.repo, err.role) == ("image", "targets")
+    assert "1/2" in err.message
+
+
+def test_delegated_role_signed_by_a_wrong_key(installed: Bench):
+    installed.image.signers_override["supplier-bms"] = [installed.keys.ensure("mallory")]
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    err = rejected(installed, "arbitrary_software")
+    assert (err.repo, err.role) == ("image", "supplier-bms")
+
+
+@pytest.mark.parametrize("signer", ["new-only", "old-only"])
+def test_root_rotation_without_both_thresholds(installed: Bench, signer: str):
+    new = installed.keys.ensure("director-root-2")
+    old = installed.keys.signer("director-root")
+    installed.director.shared.signers_override["root"] = [new] if signer == "new-only" \
+        else [old]
+    installed.director.rotate_root(["director-root-2"])
+    err = rejected(installed, "arbitrary_software")
+    assert (err.repo, err.role) == ("director", "root")
+    assert installed.db.get("uptane.repo.director")["root"]["signed"]["version"] == 1
+
+
+# -- rollback -------------------------------------------------------------------------------
+
+def test_older_director_timestamp_is_a_rollback(installed: Bench):
+    old_timestamp = (installed.director.folder / VIN / "metadata" / "timestamp.json").read_bytes()
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    installed.client().check_campaign(VIN, ECUS)          # trusts the newer versions
+    installed.server.set_faults(Faults(overrides={
+        f"/director/{VIN}/metadata/timestamp.json": old_timestamp}))
+    err = rejected(installed, "rollback")
+    assert (err.repo, err.role) == ("director", "timestamp")
+
+
+def test_lower_release_counter_than_installed(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.3.0.bin", image_bytes("bms-2.3"),
+                             "bms-hw-a", 3)
+    err = rejected(installed, "rollback")
+    assert err.ecu_id == "BMS-01"
+
+
+def test_lower_release_counter_than_the_ecu_reports(bench: Bench):
+    bench.add_and_assign("ADAS-01", "adas/adas-9.bin", image_bytes("adas-9"), "adas-hw-b", 9)
+    rejected(bench, "rollback")          # ECUS says ADAS-01 runs release 10
+
+
+def test_mark_installed_refuses_to_go_backwards(installed: Bench):
+    client = installed.client()
+    installed.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    (target,) = client.check_campaign(VIN, ECUS)
+    older = type(target)(**{**target.__dict__, "release_counter": 2})
+    with pytest.raises(UpdateRejected) as info:
+        client.mark_installed("BMS-01", older)
+    assert info.value.threat == "rollback"
+    assert client.installed("BMS-01")["release_counter"] == 4
+
+
+# -- freeze ---------------------------------------------------------------------------------
+
+def test_expired_timestamp_by_secure_time_although_system_clock_is_fine(installed: Bench):
+    system_clock = FixedTime(installed.clock.now())       # the (wrong) system clock
+    time_key = installed.keys.ensure("time")
+    attestation = write_time_attestation(installed.tmp / "time.json", time_key,
+                                         installed.clock.now() + timedelta(days=3))
+    secure = FloorTime(installed.db, system_clock, attestation=attestation,
+                       keys=[load_public_key(installed.keys.public_path("time"))])
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    client = UptaneClient(installed.config, installed.db, secure, config_dir=installed.tmp)
+    err = rejected(installed, "freeze", client)
+    assert (err.repo, err.role) == ("director", "timestamp")
+    # The attested time was persisted: without the file the floor still holds.
+    assert FloorTime(installed.db, system_clock).now() >= system_clock.now() + timedelta(days=3)
+
+
+def test_expired_targets_is_a_freeze(installed: Bench):
+    installed.clock.advance(timedelta(days=8))     # snapshot lifetime is 7 days
+    rejected(installed, "freeze")
+
+
+# -- mix and match --------------------------------------------------------------------------
+
+def test_snapshot_names_one_targets_version_another_is_served(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    meta = installed.image.meta_dir
+    current = installed.image._md["supplier-bms"].signed.version
+    older = (meta / f"{current - 1}.supplier-bms.json").read_bytes()   # validly signed
+    installed.server.set_faults(Faults(overrides={
+        f"/image/metadata/{current}.supplier-bms.json": older}))
+    err = rejected(installed, "mix_and_match")
+    assert (err.repo, err.role) == ("image", "supplier-bms")
+
+
+def test_director_and_image_disagree_on_hash_and_length(installed: Bench):
+    installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5, versions=VERSIONS)
+    other = TargetFile.from_data("bms/bms-2.5.0.bin", BMS_V5 + b"!", ["sha256"])
+    other.unrecognized_fields["custom"] = image_custom("bms-hw-a", 5, VERSIONS)
+    installed.director.assign(VIN, "BMS-01", other)
+    err = rejected(installed, "mix_and_match")
+    assert err.ecu_id == "BMS-01"
+
+
+def test_director_and_image_disagree_on_release_counter(installed: Bench):
+    info = installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5,
+                                     versions=VERSIONS)
+    installed.director.assign(VIN, "BMS-01", info, release_counter=6)
+    rejected(installed, "mix_and_match")
+
+
+def test_metadata_of_another_vehicle_is_rejected(installed: Bench):
+    other = "LSVAU2180N2999999"
+    # The attacker answers for vehicle `other` with VIN's validly signed metadata.
+    os.symlink(installed.director.folder / VIN, installed.director.folder / other)
+    with pytest.raises(UpdateRejected) as info:
+        installed.client().check_campaign(other, ECUS)
+    assert info.value.threat == "mix_and_match" and VIN in info.value.message
+    assert info.value.role == "targets"
+
+
+def test_director_names_an_ecu_the_vehicle_does_not_have(bench: Bench):
+    bench.add_and_assign("GW-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    err = rejected(bench, "mix_and_match")
+    assert err.ecu_id == "GW-01"
+
+
+# -- endless data, size caps, slow retrieval ------------------------------------------------
+
+def test_server_sends_more_than_the_signed_length(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    installed.server.set_faults(Faults(only="/image/targets/", endless=True))
+    rejected(installed, "endless_data")
+    assert not list(Path(installed.config.download_dir).glob("*bms-2.5.0*"))
+
+
+def test_endless_timestamp_metadata(installed: Bench):
+    installed.server.set_faults(Faults(only="/director/", endless=True))
+    err = rejected(installed, "endless_data")
+    assert err.message.startswith("http") and "timestamp.json" in err.message
+
+
+@pytest.mark.parametrize("cap", ["max_timestamp_bytes", "max_targets_bytes", "max_root_bytes"])
+def test_metadata_larger_than_its_cap(installed: Bench, cap: str):
+    if cap == "max_root_bytes":
+        installed.director.rotate_root(["director-root-2"])
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    rejected(installed, "endless_data", installed.client(**{cap: 300}))
+
+
+def test_image_trickled_below_the_speed_floor(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    installed.server.set_faults(Faults(only="/image/targets/", slow_bytes_per_s=2_000))
+    client = installed.client(retries=0)
+    (target,) = client.check_campaign(VIN, ECUS)
+    with pytest.raises(UpdateRejected) as info:
+        client.download(target)
+    assert info.value.threat == "slow_retrieval"
+    # Within a bundle, an image that cannot be had is a partial bundle.
+    err = rejected(installed, "partial_bundle", client)
+    assert isinstance(err.__cause__, UpdateRejected)
+    assert err.__cause__.threat == "slow_retrieval"
+
+
+def test_metadata_trickled_below_the_speed_floor(installed: Bench):
+    installed.server.set_faults(Faults(only="/director/", slow_bytes_per_s=1_000))
+    rejected(installed, "slow_retrieval", installed.client(retries=0))
+
+
+# -- partial bundle, wrong hardware ---------------------------------------------------------
+
+def test_director_names_two_ecus_one_image_missing_from_image_repo(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    unsigned = TargetFile.from_data("adas/adas-11.bin", ADAS_V11, ["sha256"])
+    installed.director.assign(VIN, "ADAS-01", unsigned, hardware_id="adas-hw-b",
+                              release_counter=11, versions=VERSIONS)
+    err = rejected(installed, "partial_bundle")
+    assert err.ecu_id == "ADAS-01"
+
+
+def test_image_file_missing_on_the_server(installed: Bench):
+    info = installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    (installed.image.targets_dir / served_name(info)).unlink()
+    rejected(installed, "partial_bundle", installed.client(retries=0))
+
+
+def test_director_hardware_id_does_not_match_the_ecu(installed: Bench):
+    info = installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5,
+                                     versions=VERSIONS)
+    installed.director.assign(VIN, "ADAS-01", info)     # ADAS-01 is adas-hw-b
+    err = rejected(installed, "wrong_hardware")
+    assert err.ecu_id == "ADAS-01"
+
+
+def test_image_repo_signs_the_image_for_other_hardware(installed: Bench):
+    info = installed.image.add_image("adas/adas-11.bin", ADAS_V11, "adas-hw-z", 11,
+                                     versions=VERSIONS)
+    installed.director.assign(VIN, "ADAS-01", info, hardware_id="adas-hw-b")
+    err = rejected(installed, "wrong_hardware")
+    assert err.repo == "image"
+
+
+def test_delegation_limited_to_other_hardware_finds_nothing(installed: Bench):
+    # supplier-bms may only sign for bms-hw-a: an ECU of other hardware gets no image.
+    info = installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5,
+                                     versions=VERSIONS)
+    ecus = {**ECUS, "BMS-01": EcuInstalled("bms-hw-c", 3)}
+    installed.director.assign(VIN, "BMS-01", info, hardware_id="bms-hw-c")
+    rejected(installed, "partial_bundle", ecus=ecus)
+
+
+def test_hostile_target_path_is_refused(installed: Bench):
+    info = installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5,
+                                     versions=VERSIONS)
+    installed.director.assign(VIN, "BMS-01", info, path="../../etc/passwd")
+    rejected(installed, "arbitrary_software")
+
+
+def test_rejections_leave_no_files_behind(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    installed.server.set_faults(Faults(only="/image/targets/", endless=True))
+    rejected(installed, "endless_data")
+    leftovers = sorted(p.name for p in Path(installed.config.download_dir).iterdir())
+    assert all("bms-2.4.0" in name for name in leftovers)
+    shutil.rmtree(installed.config.download_dir)
