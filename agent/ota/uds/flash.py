@@ -14,10 +14,12 @@ Sequence (step names as used in errors, timings and retries)::
     reset             ECUReset hardReset (0x11 01)
     verify            read the DIDs again; success only if they equal ``expected``
 
-On a failure after retries, an ECU with ``can_restore`` is asked to go back to the image it
-ran before: programming session, security access, RoutineControl start 0xFF02
-(``ROUTINE_ACTIVATE_PREVIOUS``, "activate previous bank"), ECUReset, and its versions are
-read back; ``rolled_back`` is True only if they equal the versions read before the flash.
+A failure before the erase leaves the ECU's memory untouched (``touched`` False); it is only
+asked back to the default session. On a later failure (after retries), an ECU with
+``can_restore`` is asked to go back to the image it ran before: programming session,
+security access, RoutineControl start 0xFF02 (``ROUTINE_ACTIVATE_PREVIOUS``, "activate
+previous bank"), ECUReset, and its versions are read back; ``rolled_back`` is True only
+if they equal the versions read before the flash.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class FlashResult:
     retries: dict[str, int] = field(default_factory=dict)     # step -> retries made
     bytes_sent: int = 0
     blocks: int = 0
+    touched: bool = False          # the ECU's memory was erased: it may not run the old image
     rolled_back: bool = False
     error: FlashError | None = None
     restore_error: FlashError | None = None
@@ -85,7 +88,8 @@ class FlashResult:
     def as_dict(self) -> dict[str, object]:
         """JSON-ready summary for progress and result records."""
         return {
-            "ecu": self.ecu, "ok": self.ok, "rolled_back": self.rolled_back,
+            "ecu": self.ecu, "ok": self.ok, "touched": self.touched,
+            "rolled_back": self.rolled_back,
             "versions_before": self.versions_before.as_dict() if self.versions_before else {},
             "versions_after": self.versions_after.as_dict() if self.versions_after else {},
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -151,8 +155,9 @@ class FlashSession:
             except FlashError as exc:
                 log.error("%s: flash failed: %s", self.ecu.name, exc)
                 result.error = exc
-                if self.ecu.can_restore and self.restore_on_failure \
-                        and result.versions_before is not None:
+                if not result.touched:
+                    self._leave_programming(link, steps)
+                elif self.ecu.can_restore and self.restore_on_failure:
                     self._restore(link, steps, keeper, result)
             finally:
                 keeper.stop()
@@ -203,6 +208,7 @@ class FlashSession:
         location = MemoryLocation(ecu.memory_address, size, ecu.address_format,
                                   ecu.memorysize_format)
         self._enter("erase")
+        result.touched = True
         erase_record = (bytes([location.alfid.get_byte_as_int()])
                         + location.get_address_bytes() + location.get_memorysize_bytes())
         answer = steps.run("erase", budget.erase_s,
@@ -283,6 +289,15 @@ class FlashSession:
         return steps.run(step, self.ecu.budget.reset_s,
                          lambda: read_versions(link.client, self.ecu.name, self.ecu.dids),
                          retries=None, pause_s=min(0.05, self.ecu.p2_s))
+
+    def _leave_programming(self, link: EcuLink, steps: StepRunner) -> None:
+        """Nothing was erased: one polite request back to the default session."""
+        try:
+            steps.run("leave", self.ecu.budget.session_s,
+                      lambda: link.client.change_session(
+                          DiagnosticSessionControl.Session.defaultSession), retries=0)
+        except FlashError as exc:
+            log.info("%s: could not return to the default session: %s", self.ecu.name, exc)
 
     def _restore(self, link: EcuLink, steps: StepRunner, keeper: TesterPresentKeeper,
                  result: FlashResult) -> None:

@@ -30,6 +30,7 @@ def handle(state: EcuState, request: bytes) -> Reply:
     download.received += len(data)
     download.last_counter, download.last_length = counter, len(data)
     download.next_counter = (counter + 1) & 0xFF
+    state.count("transfer_block")
     if counter == 0x00:
         state.count("counter_wrap")
     return Reply(bytes([0x76, counter]))
