@@ -132,6 +132,8 @@ class FlashSession:
         self.programming_date = programming_date
         self.restore_on_failure = restore_on_failure
         self.step = ""
+        # Every expected DID is read back, also one the ECU config does not list.
+        self.dids = ecu.dids + [did for did in self.expected if did not in ecu.dids]
 
     # -- public -----------------------------------------------------------------------
 
@@ -185,7 +187,7 @@ class FlashSession:
         ecu, budget, client = self.ecu, self.ecu.budget, link.client
         self._enter("versions")
         result.versions_before = steps.run(
-            "versions", budget.versions_s, lambda: read_versions(client, ecu.name, ecu.dids))
+            "versions", budget.versions_s, lambda: read_versions(client, ecu.name, self.dids))
 
         self._enter("session")
         steps.run("session", budget.session_s,
@@ -287,7 +289,7 @@ class FlashSession:
         """The ECU reboots after the reset: keep asking until it answers or the budget ends."""
         link = steps.link
         return steps.run(step, self.ecu.budget.reset_s,
-                         lambda: read_versions(link.client, self.ecu.name, self.ecu.dids),
+                         lambda: read_versions(link.client, self.ecu.name, self.dids),
                          retries=None, pause_s=min(0.05, self.ecu.p2_s))
 
     def _leave_programming(self, link: EcuLink, steps: StepRunner) -> None:

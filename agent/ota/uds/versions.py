@@ -62,8 +62,10 @@ class BcdDateCodec(DidCodec):
         return 4
 
 
-def did_codecs(dids: Iterable[int]) -> dict[int, DidCodec]:
-    codecs: dict[int, DidCodec] = {did: AsciiCodec() for did in dids}
+def did_codecs(dids: Iterable[int]) -> dict[int | str, DidCodec]:
+    """Codecs for udsoncan's ``data_identifiers``; any other DID reads as ASCII too."""
+    codecs: dict[int | str, DidCodec] = {did: AsciiCodec() for did in dids}
+    codecs["default"] = AsciiCodec()
     codecs[FINGERPRINT_DID] = AsciiCodec()
     codecs[PROGRAMMING_DATE_DID] = BcdDateCodec()
     return codecs
