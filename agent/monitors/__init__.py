@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from agent.monitors.base import Monitor, MonitorContext
+from agent.monitors.cda import CdaSessionMonitor
+from agent.monitors.disengagement import EyesOffMonitor, HandsOffMonitor
 from agent.monitors.freshness import FreshnessMonitor
+from agent.monitors.lockout import LockoutMonitor
+from agent.monitors.mrm import MrmMonitor
+from agent.monitors.safety import AebMonitor, ElkMonitor, FcwMonitor
 
 ALL: list[type[Monitor]] = [
     FreshnessMonitor,
+    CdaSessionMonitor,
+    HandsOffMonitor,
+    EyesOffMonitor,
+    MrmMonitor,
+    LockoutMonitor,
+    AebMonitor,
+    ElkMonitor,
+    FcwMonitor,
 ]
 
 __all__ = ["ALL", "Monitor", "MonitorContext"]

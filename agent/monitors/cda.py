@@ -1,0 +1,255 @@
+"""CDA sessions: ``cda.activated`` when State enters ACTIVE, ``cda.deactivated`` when it
+leaves ACTIVE/OVERRIDE/MRM for OFF/STANDBY/FAULT/INHIBITED (the regulation's
+"activation / exit with its reason").
+
+Exit reason: the system's own ``ExitReason`` when it names one (set since the session
+began), else inferred from what was seen at the exit, first match wins: FAULT state or a
+fault code -> system_failure; the session was in MRM -> mrm; ODD EXCEEDED -> odd_exit;
+a hands/eyes/take-over warning running or INHIBITED -> driver_disengaged; OVERRIDE or
+brake pedal -> driver; else unknown. ``exit_reason_source`` says which.
+
+Both records are decided ``SETTLE_S`` after the State change, because function, exit
+reason and fault code may come later in the same frame or in the next cycle of another
+message; they carry the time of the State change. An unknown (stale) State neither starts
+nor ends a session.
+
+Distance is the odometer delta where ``Vehicle.TraveledDistance`` is mapped and known at
+both ends, else the integral of the speed (which holds until it changes, so the sum is
+exact for what the bus showed); ``distance_source`` says which.
+
+The canonical names the driving monitors share are defined here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.monitors.base import Monitor
+from agent.recorder import finite
+from agent.signals import CATALOGUE
+from agent.timefmt import iso_ms
+
+
+def _name(name: str) -> str:
+    """A canonical name, checked against the catalogue at import."""
+    return CATALOGUE[name].name
+
+
+SPEED = _name("Vehicle.Speed")
+ODOMETER = _name("Vehicle.TraveledDistance")
+ACCEL_LONG = _name("Vehicle.Acceleration.Longitudinal")
+BRAKE = _name("Vehicle.Chassis.Brake.IsPressed")
+HAZARD = _name("Vehicle.Body.Lights.Hazard.IsSignaling")
+HANDS_ON = _name("Vehicle.Driver.IsHandsOnWheel")
+EYES_ON = _name("Vehicle.Driver.IsEyesOnRoad")
+STATE = _name("Vehicle.ADAS.CDA.State")
+FUNCTION = _name("Vehicle.ADAS.CDA.Function")
+EXIT_REASON = _name("Vehicle.ADAS.CDA.ExitReason")
+WARNING = _name("Vehicle.ADAS.CDA.WarningLevel")
+MODALITY = _name("Vehicle.ADAS.CDA.WarningModality")
+ODD = _name("Vehicle.ADAS.CDA.OddStatus")
+FAULT_CODE = _name("Vehicle.ADAS.CDA.FaultCode")
+AEB = _name("Vehicle.ADAS.AEB.IsEngaged")
+ELK = _name("Vehicle.ADAS.ELK.IsEngaged")
+FCW = _name("Vehicle.ADAS.FCW.IsWarning")
+
+# State values.
+ACTIVE, OVERRIDE, MRM = "ACTIVE", "OVERRIDE", "MRM"
+OFF, STANDBY, FAULT, INHIBITED = "OFF", "STANDBY", "FAULT", "INHIBITED"
+ENGAGED = frozenset({ACTIVE, OVERRIDE, MRM})
+DISENGAGED = frozenset({OFF, STANDBY, FAULT, INHIBITED})
+
+# Warning levels.
+HANDS_LEVELS = frozenset({"HANDS_ON_REQUEST", "HANDS_ON_ESCALATED"})
+EYES_LEVELS = frozenset({"EYES_ON_REQUEST", "EYES_ON_ESCALATED"})
+DRIVER_LEVELS = HANDS_LEVELS | EYES_LEVELS
+TAKE_CONTROL = "TAKE_CONTROL"
+ESCALATED = frozenset({"HANDS_ON_ESCALATED", "EYES_ON_ESCALATED"})
+
+EXIT_REASONS = {"DRIVER": "driver", "SYSTEM_FAILURE": "system_failure",
+                "ODD_EXIT": "odd_exit", "DRIVER_DISENGAGED": "driver_disengaged",
+                "MRM": "mrm"}
+
+SETTLE_S = 0.25
+"""Wait after a State change for the fields that explain it (a few 10-100 ms cycles)."""
+
+
+def fault_active(code: Any) -> bool:
+    return isinstance(code, int) and code != 0
+
+
+@dataclass
+class Session:
+    start_t: float
+    speed: float | None
+    odo_start: float | None
+    function: str = "NONE"
+    functions: list[str] = field(default_factory=list)
+    announced: bool = False
+    last_state: str = ACTIVE
+    was_mrm: bool = False
+    integrated_km: float = 0.0
+
+
+@dataclass
+class Exit:
+    t: float
+    to_state: str
+    session: Session
+    distance_km: float | None
+    distance_source: str | None
+    cues: set[str]
+
+
+class CdaSessionMonitor(Monitor):
+    name = "cda_session"
+    inputs = (STATE,)
+    watches = (STATE, FUNCTION, SPEED, ODD, BRAKE)
+    tick_s = 0.05
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self._session: Session | None = None
+        self._exit: Exit | None = None
+        self._speed: float | None = None
+        self._speed_t = 0.0
+        self._odometer = self.state.mapped(ODOMETER)
+        self._speed_mapped = self.state.mapped(SPEED)
+
+    # -- signals -------------------------------------------------------------------------
+    def on_signal(self, name: str, value: Any, t: float) -> None:
+        s = self._session
+        if name == SPEED:
+            if s is not None:
+                self._integrate(s, t)
+            self._speed, self._speed_t = value, t
+        elif name == FUNCTION:
+            if s is not None and value not in (None, "NONE"):
+                s.function = value
+                if value not in s.functions:
+                    s.functions.append(value)
+        elif name == STATE:
+            self._on_state(value, t)
+        elif self._exit is not None:   # ODD / brake while the exit settles
+            self._exit.cues |= self._cues_now()
+
+    def _on_state(self, value: Any, t: float) -> None:
+        if value is None:
+            return
+        s = self._session
+        if s is None:
+            if value == ACTIVE:
+                if self._exit is not None:
+                    self._finish_exit()
+                self._begin(t)
+            return
+        if value in ENGAGED:
+            s.last_state = value
+            s.was_mrm = s.was_mrm or value == MRM
+            return
+        # left the engaged states: the session ends here
+        if not s.announced:
+            self._announce(s)
+        self._integrate(s, t)
+        distance, source = self._distance(s)
+        cues = self._cues_now()
+        if s.last_state == OVERRIDE:
+            cues.add("override")
+        self._exit = Exit(t, value, s, distance, source, cues)
+        self._session = None
+
+    def on_tick(self, t: float) -> None:
+        s = self._session
+        if s is not None and not s.announced and t >= s.start_t + SETTLE_S:
+            self._announce(s)
+        if self._exit is not None and t >= self._exit.t + SETTLE_S:
+            self._finish_exit()
+
+    def stop(self, t: float) -> None:
+        """Finish what is decided; an open session has no exit to report."""
+        if self._session is not None and not self._session.announced:
+            self._announce(self._session)
+        if self._exit is not None:
+            self._finish_exit()
+
+    # -- session -------------------------------------------------------------------------
+    def _begin(self, t: float) -> None:
+        odo = self.value(ODOMETER) if self._odometer else None
+        self._session = Session(start_t=t, speed=self.value(SPEED), odo_start=odo)
+
+    def _announce(self, s: Session) -> None:
+        fn = self.value(FUNCTION)
+        if fn not in (None, "NONE"):
+            s.function = fn
+            if fn not in s.functions:
+                s.functions.append(fn)
+        s.announced = True
+        self.emit("cda.activated", {"function": s.function, "speed": finite(s.speed, 2)},
+                  s.start_t)
+
+    def _integrate(self, s: Session, t: float) -> None:
+        if self._speed is not None:
+            since = max(self._speed_t, s.start_t)
+            s.integrated_km += self._speed * max(0.0, t - since) / 3600.0
+        self._speed_t = t
+
+    def _distance(self, s: Session) -> tuple[float | None, str | None]:
+        if self._odometer:
+            end = self.value(ODOMETER)
+            if s.odo_start is not None and end is not None and end >= s.odo_start:
+                return end - s.odo_start, "odometer"
+        if self._speed_mapped:
+            return s.integrated_km, "speed"
+        return None, None
+
+    def _cues_now(self) -> set[str]:
+        cues = set()
+        if self.value(ODD) == "EXCEEDED":
+            cues.add("odd")
+        if self.value(BRAKE) is True:
+            cues.add("brake")
+        level = self.value(WARNING)
+        if level in DRIVER_LEVELS or level == TAKE_CONTROL:
+            cues.add("warning")
+        return cues
+
+    def _finish_exit(self) -> None:
+        ex, self._exit = self._exit, None
+        assert ex is not None
+        s = ex.session
+        fault = self.value(FAULT_CODE)
+        own = self.value(EXIT_REASON)
+        since = self.state.since(EXIT_REASON)
+        cues = ex.cues | self._cues_now()
+        if own in EXIT_REASONS and since is not None and since >= s.start_t:
+            reason, source = EXIT_REASONS[own], "system"
+        else:
+            reason, source = self._infer(ex, fault, cues), "inferred"
+        data: dict[str, Any] = {
+            "function": s.function,
+            "functions": s.functions,
+            "exit_reason": reason,
+            "exit_reason_source": source,
+            "to_state": ex.to_state,
+            "start": iso_ms(self.ctx.utc(s.start_t)),
+            "duration_s": finite(ex.t - s.start_t),
+            "distance_km": finite(ex.distance_km, 4) if ex.distance_km is not None else None,
+            "distance_source": ex.distance_source,
+            "fault_code": fault if isinstance(fault, int) else None,
+        }
+        self.emit("cda.deactivated", data, ex.t)
+
+    @staticmethod
+    def _infer(ex: Exit, fault: Any, cues: set[str]) -> str:
+        if ex.to_state == FAULT or fault_active(fault):
+            return "system_failure"
+        if ex.session.was_mrm:
+            return "mrm"
+        if "odd" in cues:
+            return "odd_exit"
+        if "warning" in cues or ex.to_state == INHIBITED:
+            return "driver_disengaged"
+        if "override" in cues or "brake" in cues:
+            return "driver"
+        return "unknown"
