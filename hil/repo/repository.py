@@ -187,9 +187,11 @@ class BenchRepository(Repository):
         self.do_snapshot(force=force)
         self.do_timestamp(force=True)
 
+    key_prefix = "bench"
+
     def rotate_root(self, key_names: list[str] | None = None, threshold: int = 1) -> Root:
         """Root N+1 with new root key(s), signed by the old and the new threshold."""
-        names = key_names or [f"root-{self.root().version + 1}"]
+        names = key_names or [f"{self.key_prefix}-root-{self.root().version + 1}"]
         with self.edit_root() as root:
             for keyid in list(root.roles[Root.type].keyids):
                 root.revoke_key(keyid, Root.type)
@@ -205,12 +207,20 @@ class BenchRepository(Repository):
         if role not in (Timestamp.type, Root.type):
             self.publish()
 
+    def roles(self) -> list[str]:
+        return list(self._md)
+
+    def expires(self, role: str) -> datetime:
+        return self._md[role].signed.expires
+
     def metadata_bytes(self, role: str) -> bytes:
         return self._bytes[role]
 
 
 class ImageRepository(BenchRepository):
     """Image repository: top-level targets delegates to supplier roles."""
+
+    key_prefix = "image"
 
     @classmethod
     def create(cls, folder: Path | str, keys: KeyStore, *, targets_threshold: int = 1,
@@ -298,6 +308,7 @@ class DirectorRepository:
         self.keys = keys
         self.kw = kw
         self.shared = BenchRepository(self.folder / "_root", keys, **kw)
+        self.shared.key_prefix = "director"
         # Applied to every vehicle repository (attack tests: sign with other keys).
         self.signers_override: dict[str, list[Signer]] = {}
 

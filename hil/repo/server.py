@@ -27,6 +27,8 @@ class Faults:
     endless: bool = False             # no Content-Length, file then zeros until hang-up
     drop_after: int | None = None     # close the connection after N body bytes ...
     drop_times: int = 1               # ... on this many requests
+    ignore_range: bool = False        # answer Range requests with the whole file (200)
+    status: int = 0                   # answer every request with this HTTP status
     overrides: dict[str, bytes] = field(default_factory=dict)   # URL path -> body
     missing: set[str] = field(default_factory=set)              # URL paths answered 404
 
@@ -53,12 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
         data = faults.overrides.get(path)
         if data is None and path not in faults.missing:
             data = srv.read(path)
-        if data is None:
-            srv.record(path, rng, 404)
-            self.send_error(404)
+        if data is None or (hit and faults.status):
+            code = faults.status if data is not None else 404
+            srv.record(path, rng, code)
+            self.send_error(code)
             return
         start, end, status = 0, len(data) - 1, 200
-        match = _RANGE.fullmatch(rng or "")
+        match = None if hit and faults.ignore_range else _RANGE.fullmatch(rng or "")
         if match:
             start = int(match.group(1))
             end = min(int(match.group(2)), end) if match.group(2) else end

@@ -1,0 +1,55 @@
+"""``[ota.uptane]``: typed loading with every problem named by key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.model import Problems, read_toml
+from agent.ota.uptane import UptaneConfig, load_uptane
+
+
+def load(tmp_path: Path, text: str) -> tuple[UptaneConfig, list[str]]:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    problems = Problems()
+    table = read_toml(path, problems)
+    cfg = load_uptane(table["ota"]["uptane"], path, problems)
+    return cfg, problems.lines()
+
+
+def test_valid_section_loads_with_defaults(tmp_path: Path):
+    cfg, problems = load(tmp_path, """
+[ota.uptane]
+director_url = "https://director.example.net"
+image_url = "https://images.example.net"
+min_speed_bytes_s = 2048
+time_attestation = "time.json"
+time_public_keys = ["keys/time.pub.json"]
+""")
+    assert problems == []
+    assert cfg.min_speed_bytes_s == 2048.0 and cfg.max_timestamp_bytes == 16 * 1024
+    assert cfg.resolve(cfg.director_root, tmp_path) == tmp_path / "uptane/director-root.json"
+
+
+def test_every_problem_is_named(tmp_path: Path):
+    _, problems = load(tmp_path, """
+[ota.uptane]
+director_url = "ftp://x"
+max_targets_bytes = 0
+speed_window_s = 0
+retries = -1
+client_cert = "c.pem"
+time_attestation = "t.json"
+chunk_bytes = "big"
+colour = "red"
+""")
+    text = "\n".join(problems)
+    for key in ("ota.uptane.director_url: expected an http(s) URL",
+                "ota.uptane.max_targets_bytes: must be > 0",
+                "ota.uptane.speed_window_s: must be > 0",
+                "ota.uptane.retries: must be >= 0",
+                "ota.uptane.client_cert: client_cert and client_key go together",
+                "ota.uptane.time_public_keys: a time attestation needs",
+                "ota.uptane.chunk_bytes: expected an integer",
+                "ota.uptane.colour: unknown key"):
+        assert key in text, text
