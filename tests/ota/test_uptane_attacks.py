@@ -25,7 +25,7 @@ from agent.ota.uptane import (
     UptaneClient,
 )
 from agent.ota.uptane.custom import image_custom
-from agent.ota.uptane.time import load_public_key
+from agent.ota.uptane.time import load_public_key, parse_time
 from hil.repo import Faults, write_time_attestation
 
 BMS_V4 = image_bytes("bms-2.4.0")
@@ -250,6 +250,17 @@ def test_expired_timestamp_by_secure_time_although_system_clock_is_fine(installe
     assert (err.repo, err.role) == ("director", "timestamp")
     # The attested time was persisted: without the file the floor still holds.
     assert FloorTime(installed.db, system_clock).now() >= system_clock.now() + timedelta(days=3)
+
+
+def test_verified_director_timestamp_raises_the_time_floor(bench: Bench):
+    system_clock = FixedTime(bench.clock.now() - timedelta(days=20))   # far behind
+    secure = FloorTime(bench.db, system_clock)
+    bench.director.vehicle(VIN).bump_expiry("timestamp")
+    UptaneClient(bench.config, bench.db, secure, config_dir=bench.tmp) \
+        .check_campaign(VIN, ECUS)
+    issued = bench.director.vehicle(VIN).open("timestamp").signed.unrecognized_fields["issued"]
+    assert secure.floor() == parse_time(issued)
+    assert secure.now() > system_clock.now() + timedelta(days=19)
 
 
 def test_expired_targets_is_a_freeze(installed: Bench):

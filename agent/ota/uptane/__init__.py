@@ -40,7 +40,7 @@ from agent.ota.uptane.errors import (
     UpdateRejected,
     WrongHardware,
 )
-from agent.ota.uptane.settings import UptaneConfig, load_uptane
+from agent.ota.uptane.settings import UptaneConfig, check_uptane, load_uptane
 from agent.ota.uptane.time import FixedTime, FloorTime, SecureTime, SystemTime
 from agent.ota.uptane.verifier import EcuInstalled, UptaneClient, VerifiedTarget
 
@@ -49,5 +49,5 @@ __all__ = [
     "EndlessData", "FixedTime", "FloorTime", "Freeze", "HttpFetcher", "MixAndMatch",
     "PartialBundle", "Rollback", "SecureTime", "SlowRetrieval", "SystemTime", "TargetFields",
     "TransferLimits", "UpdateRejected", "UptaneClient", "UptaneConfig", "VerifiedTarget",
-    "WrongHardware", "load_uptane",
+    "WrongHardware", "check_uptane", "load_uptane",
 ]

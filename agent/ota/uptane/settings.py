@@ -61,6 +61,13 @@ def load_uptane(table: Any, file: str | Path, problems: Problems,
                 path: str = "ota.uptane") -> UptaneConfig:
     """Build and check ``[ota.uptane]``; problems are added, never raised."""
     cfg = build(UptaneConfig, table if table is not None else {}, file, problems, path)
+    check_uptane(cfg, file, problems, path)
+    return cfg
+
+
+def check_uptane(cfg: UptaneConfig, file: str | Path, problems: Problems,
+                 path: str = "ota.uptane") -> None:
+    """Value checks ``build()`` cannot do (for when ``OtaConfig`` embeds ``UptaneConfig``)."""
     for key in ("max_root_bytes", "max_timestamp_bytes", "max_snapshot_bytes",
                 "max_targets_bytes", "max_image_bytes", "max_root_rotations",
                 "max_delegations", "chunk_bytes"):
@@ -83,4 +90,3 @@ def load_uptane(table: Any, file: str | Path, problems: Problems,
     if cfg.time_attestation and not cfg.time_public_keys:
         problems.add(file, f"{path}.time_public_keys",
                      "a time attestation needs at least one public key")
-    return cfg
