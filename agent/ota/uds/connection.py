@@ -217,6 +217,11 @@ class EcuLink:
         secret = ecu.secret()
         config["security_algo_params"] = {"algorithm": ecu.key_algorithm, "secret": secret}
         self.client = Client(self.conn, config=config)
+        # udsoncan logs every NRC 0x31 (DID not supported) and every P2 timeout while an ECU
+        # reboots at WARNING/ERROR; this package turns them into typed errors and logs what
+        # matters. A level configured for the "UdsClient[<name>]" logger is left alone.
+        if self.client.logger.level == logging.NOTSET:
+            self.client.logger.setLevel(logging.CRITICAL)
 
     @staticmethod
     def _kernel_socket(ecu: EcuConfig) -> isotp.socket:

@@ -29,8 +29,8 @@ class StepTimeout(FlashError):
 
     def __init__(self, step: str, budget_s: float, detail: str = ""):
         self.budget_s = budget_s
-        super().__init__(step, f"no answer within the step budget of {budget_s:g} s"
-                               + (f" ({detail})" if detail else ""))
+        super().__init__(step, f"no answer in time (step budget {budget_s:g} s"
+                               + (f"; {detail})" if detail else ")"))
 
 
 class PreconditionViolated(FlashError):

@@ -57,7 +57,7 @@ class StepRunner:
                 except StepDeadline:
                     raise StepTimeout(step, budget_s, f"attempt {attempts}") from None
                 except (TimeoutException, isotp.BlockingSendFailure) as exc:
-                    failure = StepTimeout(step, budget_s, f"{attempts} attempt(s), last: {exc}")
+                    failure = StepTimeout(step, budget_s, f"{attempts} attempt(s); last: {exc}")
                 except NegativeResponseException as exc:
                     failure = NegativeResponse(step, exc.response.code)
                     if exc.response.code not in RETRYABLE_NRCS:
@@ -71,7 +71,10 @@ class StepRunner:
                 if time.monotonic() + pause_s >= deadline:
                     raise StepTimeout(step, budget_s, f"{attempts} attempt(s)")
                 self.retry_counts[step] = self.retry_counts.get(step, 0) + 1
-                log.warning("%s: %s; retrying", self.link.ecu.name, failure)
+                # retries=None polls an ECU that is expected to be silent for a while.
+                log.log(logging.INFO if limit is None else logging.WARNING,
+                        "%s: %s attempt %d failed (%s); retrying", self.link.ecu.name, step,
+                        attempts, failure)
                 if pause_s:
                     time.sleep(pause_s)
         finally:
