@@ -1,0 +1,417 @@
+"""Period statistics for the event report (Att.3 二): active time and distance per CDA
+function and event counts, per calendar quarter and year in the vehicle's time zone.
+
+"Active" is the set signals.md calls "in use": State ACTIVE, OVERRIDE or MRM. Sessions are
+those of ``cda.py``: one starts when State enters ACTIVE and ends when it leaves the set
+for OFF/STANDBY/FAULT/INHIBITED; exit reasons follow the same rule. While the state is
+unknown (stale) the session neither ends nor counts time.
+
+Time is summed from data time. Distance is the integral of the vehicle speed (which holds
+between its changes, as the vehicle state holds it); where the speed is unknown, the
+odometer delta fills in. ``odometer_km`` carries the plain odometer deltas as a
+cross-check: a 0.1 km odometer cannot give per-session figures to the metre, a 10 ms
+speed signal can.
+
+Exact across restarts: totals accumulate unrounded (rounded only in records) and are
+persisted at every session change, every count and every ``CHECKPOINT_S`` of active time;
+the write rides with the next record commit. After a power cut a session counts up to its
+last checkpoint. Periods are closed in data time (``ctx.utc``); a period that ended while
+the agent was off is closed at the next start.
+
+The monitor counts the events itself from the same signals the other monitors read
+(monitors do not see each other's records); see ``COUNTS`` for the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.monitors.accident import ACCEL, FLAG_TRIGGERS, IN_USE, CrashGrouper, CrashTriggers, InUse
+from agent.monitors.base import Monitor
+from agent.timefmt import iso_ms
+
+log = logging.getLogger(__name__)
+
+STATE = "Vehicle.ADAS.CDA.State"
+FUNCTION = "Vehicle.ADAS.CDA.Function"
+EXIT = "Vehicle.ADAS.CDA.ExitReason"
+ODD = "Vehicle.ADAS.CDA.OddStatus"
+BRAKE = "Vehicle.Chassis.Brake.IsPressed"
+WARNING = "Vehicle.ADAS.CDA.WarningLevel"
+FAULT_CODE = "Vehicle.ADAS.CDA.FaultCode"
+SPEED = "Vehicle.Speed"
+ODOMETER = "Vehicle.TraveledDistance"
+SAFETY = {"Vehicle.ADAS.AEB.IsEngaged": "safety.aeb", "Vehicle.ADAS.ELK.IsEngaged": "safety.elk",
+          "Vehicle.ADAS.FCW.IsWarning": "safety.fcw"}
+
+OPEN_KEY = "stats.period.open"          # running quarter and year
+CLOSED_KEY = "stats.period.closed"      # the last closed periods, by period name
+KEEP_CLOSED = 12
+CHECKPOINT_S = 5.0                      # persist at least this often while active
+EXIT_SETTLE_S = 0.5                     # the exit reason may follow the state by a frame
+TOTAL = "total"
+
+EXIT_REASONS = {"DRIVER": "driver", "SYSTEM_FAILURE": "system_failure", "ODD_EXIT": "odd_exit",
+                "DRIVER_DISENGAGED": "driver_disengaged", "MRM": "mrm"}
+
+COUNTS = (
+    "cda.activated",                    # sessions started (entering ACTIVE/OVERRIDE/MRM)
+    "cda.deactivated",                  # sessions ended, and per exit reason:
+    "cda.deactivated.<exit_reason>",    # driver system_failure odd_exit driver_disengaged
+                                        # mrm unknown
+    "cda.mrm",                          # State entered MRM (risk mitigation triggered)
+    "safety.aeb", "safety.elk", "safety.fcw",              # engagements (rising edges)
+    "safety.aeb.cda_in_use", "safety.elk.cda_in_use", "safety.fcw.cda_in_use",
+    "accident", "accident.cda_in_use",  # crashes (several triggers = one), in use <= 30 s
+)
+
+
+def _local(utc: float, tz: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(utc, tz=timezone.utc).astimezone(tz)
+
+
+def quarter_of(utc: float, tz: ZoneInfo) -> tuple[str, float, float]:
+    """(name, start, end) of the calendar quarter holding ``utc``; start inclusive."""
+    d = _local(utc, tz)
+    q = (d.month - 1) // 3
+    start = datetime(d.year, 3 * q + 1, 1, tzinfo=tz)
+    end = datetime(d.year + 1, 1, 1, tzinfo=tz) if q == 3 else datetime(d.year, 3 * q + 4, 1,
+                                                                         tzinfo=tz)
+    return f"{d.year}Q{q + 1}", start.timestamp(), end.timestamp()
+
+
+def year_of(utc: float, tz: ZoneInfo) -> tuple[str, float, float]:
+    d = _local(utc, tz)
+    start = datetime(d.year, 1, 1, tzinfo=tz)
+    end = datetime(d.year + 1, 1, 1, tzinfo=tz)
+    return str(d.year), start.timestamp(), end.timestamp()
+
+
+@dataclass
+class Totals:
+    """One period's accumulators, unrounded."""
+
+    period: str
+    start: float                        # UTC epoch, inclusive
+    end: float                          # UTC epoch, exclusive
+    active_s: dict[str, float] = field(default_factory=dict)
+    distance_km: dict[str, float] = field(default_factory=dict)
+    odometer_km: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"period": self.period, "start": self.start, "end": self.end,
+                "active_s": self.active_s, "distance_km": self.distance_km,
+                "odometer_km": self.odometer_km, "counts": self.counts}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Totals | None:
+        try:
+            return cls(str(d["period"]), float(d["start"]), float(d["end"]),
+                       {str(k): float(v) for k, v in d["active_s"].items()},
+                       {str(k): float(v) for k, v in d["distance_km"].items()},
+                       {str(k): float(v) for k, v in d["odometer_km"].items()},
+                       {str(k): int(v) for k, v in d["counts"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+    def record(self, tz: str, *, odometer: bool, closed: str, as_of: float) -> dict[str, Any]:
+        """``stats.period`` data: per-function figures and a total, rounded to the ms / m."""
+        def rounded(values: dict[str, float], digits: int) -> dict[str, float]:
+            out = {k: round(v, digits) for k, v in sorted(values.items())}
+            out[TOTAL] = round(sum(values.values()), digits)
+            return out
+        return {
+            "period": self.period,
+            "kind": "year" if "Q" not in self.period else "quarter",
+            "start": iso_ms(self.start),
+            "end": iso_ms(self.end),
+            "timezone": tz,
+            "active_s": rounded(self.active_s, 3),
+            "distance_km": rounded(self.distance_km, 3),
+            "odometer_km": rounded(self.odometer_km, 3) if odometer else None,
+            "counts": dict(sorted(self.counts.items())),
+            "closed": closed,
+            "as_of": iso_ms(as_of),
+        }
+
+
+class PeriodStatsMonitor(Monitor):
+    name = "stats"
+    inputs = (STATE,)
+    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, *SAFETY, *FLAG_TRIGGERS, ACCEL)
+    tick_s = 0.5
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self.tz_name = ctx.vehicle.timezone or "Asia/Shanghai"
+        self.tz = ZoneInfo(self.tz_name)
+        self.crash = CrashTriggers(ctx.state, ctx.limits)
+        self.grouper = CrashGrouper(ctx.limits.accident_after_s,
+                                    max(ctx.limits.accident_after_s,
+                                        ctx.state.history.seconds - 1.0))
+        self.quarter: Totals | None = None
+        self.year: Totals | None = None
+        self.has_odometer = ctx.state.mapped(ODOMETER)
+        # session
+        self.state_value: Any = None
+        self.in_session = False
+        self.session_start: float | None = None
+        self.in_use = InUse()
+        self.function: Any = None
+        self.seg_t: float | None = None         # accumulated up to here (None: not active)
+        self.speed: float | None = None
+        self.odo: float | None = None
+        self.seg_odo: float | None = None
+        self.gap_odo: float | None = None       # odometer where the speed became unknown
+        self.exit_value: Any = None
+        self.exit_changed: float | None = None
+        self.pending_exit: tuple[float, Any, set[str]] | None = None
+        self.was_mrm = False
+        self.last_engaged: Any = None
+        self.safety_known_false: dict[str, bool] = dict.fromkeys(SAFETY, False)
+        self.last_checkpoint: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, t: float) -> None:
+        saved = self.ctx.load(OPEN_KEY, None) or {}
+        self.quarter = Totals.from_json(saved.get("quarter"))
+        self.year = Totals.from_json(saved.get("year"))
+        u = self.ctx.utc(t)
+        if self.quarter is None or self.year is None:
+            if saved:
+                log.error("persisted statistics unreadable; starting new periods")
+            self.quarter = Totals(*quarter_of(u, self.tz))
+            self.year = Totals(*year_of(u, self.tz))
+        self._advance(t)
+        self._checkpoint(t)
+
+    def stop(self, t: float) -> None:
+        self._advance(t)
+        self._resolve_exit(t, force=True)
+        self._checkpoint(t)
+
+    # -- input -----------------------------------------------------------------------------
+    def on_signal(self, name: str, value: Any, t: float) -> None:
+        self._advance(t)
+        if name == STATE:
+            self._on_state(value, t)
+        elif name == FUNCTION:
+            if value != self.function:
+                self.function = value
+                if self.seg_t is not None:
+                    self._checkpoint(t)
+        elif name == SPEED:
+            self._on_speed(value)
+        elif name == ODOMETER:
+            self.odo = value
+            if self.seg_odo is None:
+                self.seg_odo = value
+        elif name == EXIT:
+            self.exit_value = value
+            self.exit_changed = t
+            if self.pending_exit is not None and value not in (None, "NONE"):
+                self._resolve_exit(t, force=True)
+        elif name in SAFETY:
+            if value is True and self.safety_known_false[name]:
+                key = SAFETY[name]
+                self._count(key, t)
+                if self.state_value in IN_USE:
+                    self._count(f"{key}.cda_in_use", t)
+            if value is not None:
+                self.safety_known_false[name] = value is False
+        trig = self.crash.on_signal(name, value, t)
+        if trig is not None:
+            self._on_crash(trig.t)
+
+    def on_tick(self, t: float) -> None:
+        self._advance(t)
+        self._resolve_exit(t)
+        trig = self.crash.advance(t)
+        if trig is not None:
+            self._on_crash(trig.t)
+        if self.seg_t is not None and (self.last_checkpoint is None
+                                       or t - self.last_checkpoint >= CHECKPOINT_S):
+            self._checkpoint(t)
+
+    # -- sessions --------------------------------------------------------------------------
+    def _on_state(self, value: Any, t: float) -> None:
+        before = self.state_value
+        self.state_value = value
+        self.in_use.on_state(value, t, self.function)
+        if value is None:                           # unknown: pause, neither start nor end
+            self._pause()
+            return
+        if not self.in_session:
+            if value != "ACTIVE":                   # sessions start when State enters ACTIVE
+                return
+            self._resolve_exit(t, force=True)
+            self.in_session = True
+            self.session_start = t
+            self.was_mrm = False
+            self._count("cda.activated", t)
+        if value in IN_USE:
+            if value == "MRM" and before != "MRM":
+                self.was_mrm = True
+                self._count("cda.mrm", t)
+            self.last_engaged = value
+            if self.seg_t is None:
+                self._begin(t)
+            return
+        self._pause()
+        self.in_session = False
+        self.pending_exit = (t, value, self._cues())
+        self._resolve_exit(t)
+        self._checkpoint(t)
+
+    def _pause(self) -> None:
+        if self.seg_t is not None:
+            self.seg_t = None                       # accumulated up to now by _advance
+            self._end_gap()
+
+    def _begin(self, t: float) -> None:
+        self.seg_t = t
+        self.seg_odo = self.odo
+        self.gap_odo = self.odo if self.speed is None else None
+
+    def _cues(self) -> set[str]:
+        cues = set()
+        if self.value(ODD) == "EXCEEDED":
+            cues.add("odd")
+        if self.value(BRAKE) is True:
+            cues.add("brake")
+        if self.value(WARNING) not in (None, "NONE"):
+            cues.add("warning")
+        code = self.value(FAULT_CODE)
+        if isinstance(code, int) and code != 0:
+            cues.add("fault")
+        return cues
+
+    def _resolve_exit(self, t: float, *, force: bool = False) -> None:
+        """Count the exit once its reason is known: the ExitReason set since the session
+        began, else (after ``EXIT_SETTLE_S``) inferred by the rule of ``cda.py``."""
+        if self.pending_exit is None:
+            return
+        at, new_state, cues = self.pending_exit
+        fresh = (self.exit_changed is not None and self.session_start is not None
+                 and self.exit_changed >= self.session_start
+                 and self.exit_value in EXIT_REASONS)
+        if not (fresh or force or t - at >= EXIT_SETTLE_S):
+            return
+        self.pending_exit = None
+        if fresh:
+            reason = EXIT_REASONS[self.exit_value]
+        else:
+            cues = cues | self._cues()
+            if self.last_engaged == "OVERRIDE":
+                cues.add("override")
+            if new_state == "FAULT" or "fault" in cues:
+                reason = "system_failure"
+            elif self.was_mrm:
+                reason = "mrm"
+            elif "odd" in cues:
+                reason = "odd_exit"
+            elif "warning" in cues or new_state == "INHIBITED":
+                reason = "driver_disengaged"
+            elif "override" in cues or "brake" in cues:
+                reason = "driver"
+            else:
+                reason = "unknown"
+        self._count("cda.deactivated", t)
+        self._count(f"cda.deactivated.{reason}", t)
+
+    def _on_speed(self, value: Any) -> None:
+        if self.seg_t is not None:
+            if value is None and self.speed is not None:
+                self.gap_odo = self.odo
+            elif value is not None and self.speed is None:
+                self._end_gap()
+        self.speed = value
+
+    def _end_gap(self) -> None:
+        """Distance over a stretch without speed: the odometer delta, if it knows."""
+        if self.gap_odo is not None and self.odo is not None and self.odo > self.gap_odo:
+            self._add("distance_km", self._fn(), self.odo - self.gap_odo)
+        self.gap_odo = None
+
+    def _fn(self) -> str:
+        return self.function if isinstance(self.function, str) else "UNKNOWN"
+
+    # -- accumulation ----------------------------------------------------------------------
+    def _advance(self, t: float) -> None:
+        """Bring the totals up to ``t``, closing every period that ended before it."""
+        assert self.quarter is not None and self.year is not None
+        u = self.ctx.utc(t)
+        while u >= min(self.quarter.end, self.year.end):
+            boundary = min(self.quarter.end, self.year.end)
+            self._accumulate(t - (u - boundary))
+            if self.quarter.end <= boundary:
+                self._close("quarter", t)
+            if self.year.end <= boundary:
+                self._close("year", t)
+        self._accumulate(t)
+
+    def _accumulate(self, t: float) -> None:
+        if self.seg_t is None or t <= self.seg_t:
+            return
+        fn = self._fn()
+        dt = t - self.seg_t
+        self._add("active_s", fn, dt)
+        if self.speed is not None:
+            self._add("distance_km", fn, max(float(self.speed), 0.0) * dt / 3600.0)
+        if self.odo is not None and self.seg_odo is not None and self.odo > self.seg_odo:
+            self._add("odometer_km", fn, self.odo - self.seg_odo)
+        self.seg_odo = self.odo
+        self.seg_t = t
+
+    def _add(self, what: str, fn: str, amount: float) -> None:
+        for totals in (self.quarter, self.year):
+            assert totals is not None
+            bucket = getattr(totals, what)
+            bucket[fn] = bucket.get(fn, 0.0) + amount
+
+    def _count(self, key: str, t: float) -> None:
+        self._advance(t)
+        for totals in (self.quarter, self.year):
+            assert totals is not None
+            totals.counts[key] = totals.counts.get(key, 0) + 1
+        self._checkpoint(t)
+
+    def _on_crash(self, t: float) -> None:
+        if self.grouper.offer(t):
+            self._count("accident", t)
+            if self.in_use.within(t, self.limits.cda_in_use_lookback_s):
+                self._count("accident.cda_in_use", t)
+
+    # -- periods and persistence -----------------------------------------------------------
+    def _close(self, kind: str, t: float) -> None:
+        totals = self.quarter if kind == "quarter" else self.year
+        assert totals is not None
+        u = self.ctx.utc(t)
+        closed = "period_end" if u - totals.end < 60.0 else "late"
+        data = totals.record(self.tz_name, odometer=self.has_odometer, closed=closed, as_of=u)
+        self.emit("stats.period", data, t)
+        history = dict(self.ctx.load(CLOSED_KEY, None) or {})
+        history[totals.period] = data
+        keep = sorted(history, key=lambda k: history[k].get("end", ""))[-KEEP_CLOSED:]
+        self.ctx.persist(CLOSED_KEY, {k: history[k] for k in keep})
+        nxt = (quarter_of if kind == "quarter" else year_of)(totals.end, self.tz)
+        if kind == "quarter":
+            self.quarter = Totals(*nxt)
+        else:
+            self.year = Totals(*nxt)
+        self._checkpoint(t)
+
+    def _checkpoint(self, t: float) -> None:
+        assert self.quarter is not None and self.year is not None
+        self.last_checkpoint = t
+        self.ctx.persist(OPEN_KEY, {
+            "quarter": self.quarter.to_json(), "year": self.year.to_json(),
+            "as_of": self.ctx.utc(t), "timezone": self.tz_name,
+            "odometer_mapped": self.has_odometer,
+            "active": self.seg_t is not None,
+        })
