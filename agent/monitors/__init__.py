@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.monitors.accident import AccidentMonitor
 from agent.monitors.base import Monitor, MonitorContext
 from agent.monitors.cda import CdaSessionMonitor
 from agent.monitors.disengagement import EyesOffMonitor, HandsOffMonitor
@@ -9,6 +10,7 @@ from agent.monitors.freshness import FreshnessMonitor
 from agent.monitors.lockout import LockoutMonitor
 from agent.monitors.mrm import MrmMonitor
 from agent.monitors.safety import AebMonitor, ElkMonitor, FcwMonitor
+from agent.monitors.stats import PeriodStatsMonitor
 
 ALL: list[type[Monitor]] = [
     FreshnessMonitor,
@@ -20,6 +22,8 @@ ALL: list[type[Monitor]] = [
     AebMonitor,
     ElkMonitor,
     FcwMonitor,
+    AccidentMonitor,
+    PeriodStatsMonitor,
 ]
 
 __all__ = ["ALL", "Monitor", "MonitorContext"]
