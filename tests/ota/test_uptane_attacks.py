@@ -7,6 +7,7 @@ the ones of python-tuf's client tests (repository simulator) and the Uptane thre
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -228,7 +229,7 @@ def test_mark_installed_refuses_to_go_backwards(installed: Bench):
     client = installed.client()
     installed.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
     (target,) = client.check_campaign(VIN, ECUS)
-    older = type(target)(**{**target.__dict__, "release_counter": 2})
+    older = dataclasses.replace(target, release_counter=2)
     with pytest.raises(UpdateRejected) as info:
         client.mark_installed("BMS-01", older)
     assert info.value.threat == "rollback"
