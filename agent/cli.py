@@ -13,7 +13,8 @@ import sys
 
 FAMILIES = [
     "agent.ingest.cli",      # check-config, analyze
-    "agent.records.cli",  # keys, verify
+    "agent.records.cli",     # keys, verify
+    "agent.service.cli",     # run
 ]
 
 

@@ -10,30 +10,34 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.journal.outbox import Journal
 from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 
 log = logging.getLogger(__name__)
 
-Store = Callable[[Any, dict[str, Any]], None]   # store(conn, record) inside the transaction
-
-
 class Recorder:
     def __init__(self, db: StateDB, chain: RecordChain, utc: Callable[[float], float],
-                 time_source: str, *, store: Store | None = None,
-                 deliver: Callable[[list[dict[str, Any]]], None] | None = None):
+                 time_source: str, *, journal: Journal | None = None,
+                 deliver: Callable[[list[dict[str, Any]]], None] | None = None,
+                 retry_s: float = 1.0):
         self.db = db
         self.chain = chain
         self.utc = utc
         self.time_source = time_source
-        self.store = store
+        self.journal = journal
         self.deliver = deliver
+        self.retry_s = retry_s
         self._events: list[tuple[str, dict[str, Any], float]] = []
         self._state: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}
+        self._retry_at = 0.0
+        self._last_t = 0.0
         self.counts: dict[str, int] = {}
         self.rejected = 0
 
@@ -54,28 +58,61 @@ class Recorder:
         return self.db.get(key, default)
 
     def flush(self) -> None:
-        if not self._events and not self._state:
+        held = self.journal is not None and self.journal.held
+        if not self._events and not self._state and not held:
             return
-        events, state = self._events, self._state
+        if held:
+            if time.monotonic() < self._retry_at:
+                return  # storage failed recently: keep collecting, retry in a moment
+            events = self.journal.take_held() + self._events
+        else:
+            events = self._events
+        state = self._state
         self._events, self._state = [], {}
-        made: list[dict[str, Any]] = []
-        with self.db.transaction() as conn:
-            for type_, data, t in events:
-                try:
-                    record = self.chain.make(type_, data, self.utc(t),
-                                        time_source=self.time_source, mono=t)
-                except ValueError as exc:  # e.g. NaN in data: a monitor bug, never a crash
-                    self.rejected += 1
-                    log.error("record %s dropped: %s", type_, exc)
-                    continue
-                if self.store is not None:
-                    self.store(conn, record)
-                made.append(record)
-                self.counts[type_] = self.counts.get(type_, 0) + 1
-            for key, value in state.items():
-                self.db.put_in(key, value)
+        try:
+            made = self._commit(events, state)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: never a crash
+            self._state = {**state, **self._state}
+            if self.journal is None:
+                raise
+            self.journal.hold(events, exc=exc)
+            self._retry_at = time.monotonic() + self.retry_s
+            return
         if made and self.deliver is not None:
             self.deliver(made)
+
+    def _commit(self, events: list[tuple[str, dict[str, Any], float]],
+                state: dict[str, Any]) -> list[dict[str, Any]]:
+        made: list[dict[str, Any]] = []
+        with self.db.transaction():
+            for type_, data, t in events:
+                record = self._make(type_, data, t)
+                if record is not None:
+                    made.append(record)
+                    self._last_t = t
+            if self.journal is not None:
+                evicted = self.journal.take_evictions()
+                if evicted is not None:
+                    record = self._make("journal.evicted", evicted, self._last_t)
+                    if record is not None:
+                        made.append(record)
+            for key, value in state.items():
+                self.db.put_in(key, value)
+        for record in made:
+            self.counts[record["type"]] = self.counts.get(record["type"], 0) + 1
+        return made
+
+    def _make(self, type_: str, data: dict[str, Any], t: float) -> dict[str, Any] | None:
+        try:
+            record = self.chain.make(type_, data, self.utc(t), time_source=self.time_source,
+                                     mono=t)
+        except ValueError as exc:  # e.g. NaN in data: a monitor bug, never a crash
+            self.rejected += 1
+            log.error("record %s dropped: %s", type_, exc)
+            return None
+        if self.journal is not None:
+            self.journal.store(record)
+        return record
 
 
 def finite(value: float, digits: int = 3) -> float | None:

@@ -117,11 +117,19 @@ class BusReader(threading.Thread):
         put = self.out.put
         index = self.index
         mono = time.monotonic
+        wall = time.time
         counters = self.counters
         while not self._stopping.is_set():
             msg = recv(self.recv_timeout)
             if msg is None:
                 continue
+            # The driver's receive timestamp (kernel time on SocketCAN) moved onto the
+            # monotonic clock: a reader thread that got the CPU late must not look like a
+            # gap on the bus. A bogus or jumped timestamp falls back to "now".
+            now = mono()
+            t = msg.timestamp - (wall() - now)
+            if not now - 1.0 < t <= now:
+                t = now
             if msg.is_error_frame:
                 counters.errors += 1
                 if msg.arbitration_id & CAN_ERR_BUSOFF:
@@ -129,4 +137,4 @@ class BusReader(threading.Thread):
                     log.warning("bus %s: bus-off", self.setup.name)
                 continue
             counters.received += 1
-            put((index, msg, mono()))
+            put((index, msg, t))

@@ -15,7 +15,9 @@ nor ends a session.
 
 Distance is the odometer delta where ``Vehicle.TraveledDistance`` is mapped and known at
 both ends, else the integral of the speed (which holds until it changes, so the sum is
-exact for what the bus showed); ``distance_source`` says which.
+exact for what the bus showed); ``distance_source`` says which. Next to an odometer
+distance, ``distance_speed_km`` gives the speed integral too: odometers count in 0.1 km
+or coarser steps, which matters for short sessions.
 
 The canonical names the driving monitors share are defined here once.
 """
@@ -236,6 +238,8 @@ class CdaSessionMonitor(Monitor):
             "duration_s": finite(ex.t - s.start_t),
             "distance_km": finite(ex.distance_km, 4) if ex.distance_km is not None else None,
             "distance_source": ex.distance_source,
+            "distance_speed_km": (finite(s.integrated_km, 4) if ex.distance_source == "odometer"
+                                  and self._speed_mapped else None),
             "fault_code": fault if isinstance(fault, int) else None,
         }
         self.emit("cda.deactivated", data, ex.t)

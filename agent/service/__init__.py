@@ -1,0 +1,1 @@
+"""The live service: buses -> pipeline -> journal -> uplink, under systemd."""

@@ -1,0 +1,22 @@
+"""``icv-agent run``: the service, in the foreground (systemd runs this)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the agent service in the foreground")
+    p.add_argument("--config", "-c", type=Path, required=True)
+    p.set_defaults(func=run_cmd)
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from agent.ingest.cli import load_config_or_exit
+    from agent.service.service import run
+
+    cfg = load_config_or_exit(args.config)
+    if cfg is None:
+        return 2
+    return run(cfg)

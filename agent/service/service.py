@@ -1,0 +1,280 @@
+"""``icv-agent run``: buses -> pipeline -> journal -> uplink, as a systemd notify service.
+
+Threads: one reader per bus (python-can ``recv``), the pipeline thread (this one: decode,
+state, monitors, records, commands), the uplink (paho's network thread plus a sender
+thread with its own SQLite connection). The pipeline never waits for the network; it
+waits for frames with a timeout so freshness, ticks, health and the watchdog go on when
+the buses are silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.ingest.buses import BusReader
+from agent.journal.outbox import Journal
+from agent.journal.recovery import open_state_db
+from agent.monitors import ALL
+from agent.pipeline import Pipeline, TimeBase
+from agent.recorder import Recorder
+from agent.records.chain import RecordChain
+from agent.records.keys import DeviceKey
+from agent.service.health import system_figures
+from agent.service.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+STATE_DB = "state.db"
+IDLE_WAIT_S = 0.05
+STATUS_EVERY_S = 5.0
+
+
+class Service:
+    def __init__(self, cfg: AgentConfig, *, notifier: Notifier | None = None):
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.state_dir = cfg.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.state_dir / STATE_DB
+        self.db, self.quarantine = open_state_db(self.db_path)
+        self.key = DeviceKey.load_or_create(cfg.key_path)
+        self.chain = RecordChain(self.db, self.key, cfg.vehicle.vin)
+        self.journal = Journal(self.db, cfg.journal)
+        self.timebase = TimeBase("system")
+        self.uplink: Any = None
+        self.gate: Any = None
+        self.frames: queue.SimpleQueue = queue.SimpleQueue()
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.recorder = Recorder(self.db, self.chain, self.timebase.utc, "system",
+                                 journal=self.journal, deliver=self._delivered)
+        self.extras: dict[str, Any] = {}
+        self.pipeline = Pipeline(cfg, self.recorder, self.timebase, ALL, extras=self.extras)
+        self.readers = [BusReader(i, setup, self.frames)
+                        for i, setup in enumerate(cfg.buses)]
+        self._stop = threading.Event()
+        self.stop_reason = ""
+        self.proc = psutil.Process()
+        self.proc.cpu_percent(None)
+        self.frames_fed = 0
+        self._progress_mark = 0
+
+    # -- wiring ------------------------------------------------------------------------
+    def _setup_uplink(self) -> None:
+        from agent.uplink.client import Uplink
+        from agent.uplink.commands import CommandGate
+
+        cfg = self.cfg
+        up = cfg.uplink
+        resolved = dataclasses.replace(
+            up, ca=str(cfg.resolve(up.ca)) if up.ca else "",
+            cert=str(cfg.resolve(up.cert)) if up.cert else "",
+            key=str(cfg.resolve(up.key)) if up.key else "")
+        self.gate = CommandGate.from_config(cfg.commands, self.db, cfg.vehicle.vin,
+                                            resolve=cfg.resolve)
+        self.gate.register("report.period", self._cmd_report_period)
+        self.gate.register("config.get", self._cmd_config_get)
+        self.uplink = Uplink(resolved, cfg.vehicle.vin, self.db_path,
+                             on_command=lambda name, payload: self.commands.put((name, payload)),
+                             journal_config=cfg.journal)
+
+    def _delivered(self, records: list[dict[str, Any]]) -> None:
+        if self.uplink is not None:
+            self.uplink.notify()
+
+    # -- commands (run on the pipeline thread: one writer of the record chain) --------
+    def _handle_command(self, name: str, payload: bytes, t: float) -> None:
+        outcome = self.gate.handle(name, payload)
+        if not outcome.accepted:
+            self.recorder.record("agent.command_rejected", outcome.rejection_data(), t)
+        else:
+            self.recorder.record("agent.command", {"cmd": outcome.name, "nonce": outcome.nonce,
+                                                   "key_id": outcome.key_id,
+                                                   "ok": bool(outcome.response and
+                                                              outcome.response.get("ok"))}, t)
+        if outcome.response is not None and self.uplink is not None:
+            self.uplink.respond(outcome.name, outcome.response)
+
+    def _cmd_report_period(self, command: Any) -> dict[str, Any]:
+        from agent.reports import period_report
+
+        period = str(command.args.get("period", ""))
+        return period_report(self.db, self.cfg, period or None)
+
+    def _cmd_config_get(self, command: Any) -> dict[str, Any]:
+        return masked_config(self.cfg)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self._stop.set()
+
+    def run(self) -> int:
+        cfg = self.cfg
+        t = time.monotonic()
+        self.pipeline.start(t)
+        if self.quarantine is not None:
+            self.recorder.record("journal.quarantined", self.quarantine.record_data(), t)
+        self.recorder.record("agent.started", {
+            "version": __version__, "pid": os.getpid(),
+            "buses": [{"name": b.name, "interface": b.config.interface,
+                       "channel": b.config.channel, "ids": len(b.plans)}
+                      for b in cfg.buses],
+            "monitors": [m.name for m in self.pipeline.monitors],
+            "monitors_off": self.pipeline.off,
+            "key": self.key.fingerprint,
+            "journal_depth": {str(k): v for k, v in self.journal.depth().items()}}, t)
+        self.recorder.flush()
+        if cfg.uplink.enabled:
+            self._setup_uplink()
+            self.uplink.start()
+        for r in self.readers:
+            r.start()
+        for r in self.readers:
+            r.opened.wait(5.0)
+        opened = sum(r.counters.connected for r in self.readers)
+        self.notifier.ready(self.status_line())
+        log.info("running: %d/%d buses open", opened, len(self.readers))
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        frames, commands = self.frames, self.commands
+        feed, advance = self.pipeline.feed, self.pipeline.advance
+        watchdog_every = self.notifier.watchdog_interval()
+        next_watchdog = 0.0
+        next_status = time.monotonic() + STATUS_EVERY_S
+        health_every = self.cfg.health.interval_s
+        next_health = time.monotonic() + health_every
+        backlog_limit = 50_000
+        while not self._stop.is_set():
+            try:
+                idx, msg, t = frames.get(timeout=IDLE_WAIT_S)
+                feed(idx, msg, t)
+                self.frames_fed += 1
+                while True:  # drain what is queued without re-arming the timeout
+                    try:
+                        idx, msg, t = frames.get_nowait()
+                    except queue.Empty:
+                        break
+                    feed(idx, msg, t)
+                    self.frames_fed += 1
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            advance(now)
+            while True:
+                try:
+                    name, payload = commands.get_nowait()
+                except queue.Empty:
+                    break
+                self._handle_command(name, payload, now)
+            if now >= next_health:
+                next_health = now + health_every
+                self.recorder.record("agent.health", self.health(), now)
+            self.recorder.flush()
+            if watchdog_every is not None and now >= next_watchdog:
+                # Only from this loop, and only while it keeps up with the buses: a stuck or
+                # hopelessly late pipeline stops the pings and systemd restarts the agent.
+                if frames.qsize() < backlog_limit:
+                    self.notifier.watchdog()
+                next_watchdog = now + watchdog_every
+            if now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                self.notifier.status(self.status_line())
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping(f"stopping ({self.stop_reason or 'end'})")
+        for r in self.readers:
+            r.stop()
+        t = time.monotonic()
+        self.pipeline.stop(t)
+        self.recorder.record("agent.stopped", {"reason": self.stop_reason or "end",
+                                               "frames": self.frames_fed}, t)
+        self.recorder.flush()
+        if self.uplink is not None:
+            self.uplink.wait_idle(2.0)
+            self.uplink.stop()
+        for r in self.readers:
+            r.join(2.0)
+        self.db.close()
+        self.notifier.close()
+
+    # -- observability -----------------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        buses = {}
+        for reader, dec in zip(self.readers, self.pipeline.decoders, strict=True):
+            buses[reader.setup.name] = {**reader.counters.as_dict(), **dec.counters.as_dict()}
+        out: dict[str, Any] = {
+            "buses": buses,
+            "records": dict(self.recorder.counts),
+            "records_rejected": self.recorder.rejected,
+            "journal": {"depth": {str(k): v for k, v in self.journal.depth().items()},
+                        "bytes": self.journal.bytes_used(), "held": self.journal.held,
+                        "write_failures": self.journal.write_failures},
+        }
+        if self.uplink is not None:
+            out["uplink"] = self.uplink.stats()
+        if self.gate is not None:
+            out["commands"] = {"accepted": self.gate.accepted, "rejected": self.gate.rejected}
+        return out
+
+    def health(self) -> dict[str, Any]:
+        return {**system_figures(self.state_dir, self.proc), "counters": self.counters()}
+
+    def status_line(self) -> str:
+        frames = sum(r.counters.received for r in self.readers)
+        buses_up = sum(r.counters.connected for r in self.readers)
+        depth = sum(self.journal.depth().values())
+        up = self.uplink.state if self.uplink is not None else "off"
+        return (f"buses {buses_up}/{len(self.readers)} up, {frames} frames, "
+                f"{sum(self.recorder.counts.values())} records, outbox {depth}, uplink {up}")
+
+
+SECRET_KEYS = {"key", "cert", "password", "secret", "token", "backend_keys"}
+
+
+def masked_config(cfg: AgentConfig) -> dict[str, Any]:
+    """The config as the backend may see it: secrets (and paths to them) masked."""
+    def mask(obj: Any, key: str = "") -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: mask(getattr(obj, f.name), f.name)
+                    for f in dataclasses.fields(obj) if f.init}
+        if isinstance(obj, dict):
+            return {k: mask(v, k) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [mask(v, key) for v in obj]
+        if key in SECRET_KEYS and obj:
+            return "***"
+        return obj
+
+    return mask(cfg)
+
+
+def run(cfg: AgentConfig) -> int:
+    service = Service(cfg)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        service.request_stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return service.run()
+
+
+def state_path(cfg: AgentConfig) -> Path:
+    return cfg.state_dir / STATE_DB
