@@ -13,6 +13,7 @@ import sys
 
 FAMILIES = [
     "hil.trace.cli",         # scenario, replay
+    "hil.repo.cli",          # repo (bench Director + Image repositories)
 ]
 
 
