@@ -76,6 +76,7 @@ class Uplink:
 
     def __init__(self, config: UplinkConfig, vin: str, db_path: str | Path, *,
                  on_command: CommandHandler | None = None,
+                 on_acked: Callable[[list[str]], None] | None = None,
                  journal_config: JournalConfig | None = None,
                  rng: random.Random | None = None):
         if config.protocol not in _PROTOCOLS:
@@ -87,6 +88,7 @@ class Uplink:
         self.vin = vin
         self.client_id = config.client_id or vin
         self.on_command = on_command
+        self.on_acked = on_acked
         self.db = StateDB(db_path, synchronous="NORMAL")
         self.journal = Journal(self.db, journal_config)
         self._v5 = config.protocol == "5"
@@ -352,7 +354,12 @@ class Uplink:
                         len(self._unsaved_acks), exc)
             return
         self.acked += len(self._unsaved_acks)
-        self._unsaved_acks.clear()
+        done, self._unsaved_acks = self._unsaved_acks, []
+        if self.on_acked is not None:
+            try:
+                self.on_acked(done)
+            except Exception:   # an observer bug must not stop the uplink
+                log.exception("uplink: on_acked callback failed")
 
     def _fill(self, session: _Session) -> None:
         free = self.config.inflight - len(session.inflight)
