@@ -72,7 +72,13 @@ class _Session:
 
 
 class Uplink:
-    """Drains the journal to ``icv/{vin}/events/{type}`` and receives ``icv/{vin}/cmd/#``."""
+    """Drains the journal to ``icv/{vin}/events/{type}`` and receives ``icv/{vin}/cmd/#``.
+
+    ``on_command(name, payload)`` runs on paho's network thread: hand the payload to the
+    pipeline (a queue) and return; the pipeline verifies it with ``CommandGate``.
+    ``on_acked(ids)`` runs on the uplink thread after acknowledged records were deleted.
+    Before ``stop()``, ``wait_idle(timeout)`` lets the outbox drain while the link is up.
+    """
 
     def __init__(self, config: UplinkConfig, vin: str, db_path: str | Path, *,
                  on_command: CommandHandler | None = None,
@@ -174,6 +180,8 @@ class Uplink:
         while not self._stop.is_set():
             self.state = CONNECTING
             session = self._connect()
+            if session is None and self._stop.is_set():
+                break
             if session is None:
                 self.connect_failures += 1
                 delay = backoff_delay(attempt, self.config.backoff_min_s,
