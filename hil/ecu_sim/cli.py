@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--channel", default=None,
                    help=f"python-can channel (default {DEFAULT_GROUP} for udp_multicast)")
     p.add_argument("--fd", action="store_true", help="open the bus for CAN FD")
+    p.add_argument("--bus-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra python-can Bus() argument, e.g. port=43114 (repeatable)")
     p.add_argument("--check", action="store_true",
                    help="only validate the files and exit")
     p.set_defaults(func=run)
@@ -56,8 +58,15 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         return 0
     channel = args.channel or (DEFAULT_GROUP if args.interface == "udp_multicast" else "0")
     fd = args.fd or any(c.ecu.can_fd for c in configs)
+    options: dict[str, Any] = {}
+    for item in args.bus_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"ecu-sim: --bus-option {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        options[key] = int(value, 0) if value.lstrip("-").isdigit() else value
     try:
-        bus = can.Bus(interface=args.interface, channel=channel, fd=fd)
+        bus = can.Bus(interface=args.interface, channel=channel, fd=fd, **options)
     except (can.CanError, OSError, ValueError, ImportError) as exc:
         print(f"ecu-sim: cannot open {args.interface} {channel}: {exc}", file=sys.stderr)
         return 1

@@ -65,18 +65,21 @@ def test_broken_config_names_file_and_key(tmp_path):
 
 
 def test_flash_a_virtual_ecu_in_another_process(tmp_path, uds_image):
+    # Linux hands multicast of every joined group to every socket on the port: a free port
+    # keeps parallel runs apart.
     group = f"239.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    port = random.randint(20000, 60000)
     config = tmp_path / "eps.toml"
     config.write_text(ECU_FILE.format(secret=os.urandom(8).hex()))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hil.ecu_sim.cli", "ecu-sim", "--config", str(config),
-         "--interface", "udp_multicast", "--channel", group],
+         "--interface", "udp_multicast", "--channel", group, "--bus-option", f"port={port}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline()
         assert ready.startswith("ready eps role=steering txid=0x7A2"), proc.stderr.read()
         ecu = load_ecu(config)
-        bus = can.Bus(interface="udp_multicast", channel=group)
+        bus = can.Bus(interface="udp_multicast", channel=group, port=port)
         try:
             assert read_ecu_versions(ecu, bus).software_version == "1.0.0"
             result = FlashSession(ecu, bus, uds_image(64 * 1024), UDS_NEW_VERSIONS).run()

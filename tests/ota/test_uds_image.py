@@ -67,3 +67,20 @@ def test_registry_is_pluggable():
     assert compute_key("test-invert", 1, b"\x0f", b"") == b"\xf0"
     with pytest.raises(UnknownKeyAlgorithm, match="known:"):
         compute_key("nope", 1, b"", b"")
+
+
+def test_progress_helpers_throttle():
+    import io
+
+    from agent.ota.uds.progress import ProgressBar, ProgressEvery
+
+    out = io.StringIO()
+    bar = ProgressBar("eps", out, width=10)
+    records: list[int] = []
+    every = ProgressEvery(lambda done, total, pct: records.append(pct), step_percent=25)
+    for done in range(0, 1001, 1):
+        bar(done, 1000)
+        every(done, 1000)
+    assert out.getvalue().count("\r") == 101           # once per whole percent
+    assert out.getvalue().endswith("[##########] 100% 0/0 KiB\n")
+    assert records == [0, 25, 50, 75, 100]

@@ -3,7 +3,8 @@
 One module per concern, like udsoncan: ``connection`` (ISO-TP stack + client, per-step
 deadline), ``security`` (seed/key algorithms), ``versions`` (identification DIDs),
 ``image`` (image trailer), ``steps`` (budgets and retries), ``keepalive`` (TesterPresent),
-``flash`` (``FlashSession``), ``errors`` (typed failures), ``inventory`` (read versions).
+``flash`` (``FlashSession``), ``errors`` (typed failures), ``inventory`` (read versions),
+``progress`` (progress bar and record throttle).
 """
 
 from agent.ota.uds.errors import (
@@ -20,11 +21,13 @@ from agent.ota.uds.errors import (
 )
 from agent.ota.uds.flash import ROUTINE_ACTIVATE_PREVIOUS, FlashResult, FlashSession
 from agent.ota.uds.inventory import read_ecu_versions
+from agent.ota.uds.progress import ProgressBar, ProgressEvery
 from agent.ota.uds.versions import EcuVersions
 
 __all__ = [
     "ChecksumMismatch", "DependencyCheckFailed", "EcuVersions", "FlashError", "FlashResult",
-    "FlashSession", "ImageError", "NegativeResponse", "PreconditionViolated", "ProtocolError",
+    "FlashSession", "ImageError", "NegativeResponse", "PreconditionViolated", "ProgressBar",
+    "ProgressEvery", "ProtocolError",
     "ROUTINE_ACTIVATE_PREVIOUS", "RoutineFailed", "StepTimeout", "VersionMismatch",
     "read_ecu_versions",
 ]
