@@ -8,6 +8,9 @@ fault code -> system_failure; the session was in MRM -> mrm; ODD EXCEEDED -> odd
 a hands/eyes/take-over warning running or INHIBITED -> driver_disengaged; OVERRIDE or
 brake pedal -> driver; else unknown. ``exit_reason_source`` says which.
 
+``function`` of ``cda.deactivated`` is the function engaged longest in the session;
+``function_s`` gives the seconds of each (ACC, then LCC, ...).
+
 Both records are decided ``SETTLE_S`` after the State change, because function, exit
 reason and fault code may come later in the same frame or in the next cycle of another
 message; they carry the time of the State change. An unknown (stale) State neither starts
@@ -86,8 +89,9 @@ class Session:
     start_t: float
     speed: float | None
     odo_start: float | None
-    function: str = "NONE"
-    functions: list[str] = field(default_factory=list)
+    fn: Any = None                  # function now, and since when
+    fn_t: float = 0.0
+    function_s: dict[str, float] = field(default_factory=dict)
     announced: bool = False
     last_state: str = ACTIVE
     was_mrm: bool = False
@@ -127,10 +131,8 @@ class CdaSessionMonitor(Monitor):
                 self._integrate(s, t)
             self._speed, self._speed_t = value, t
         elif name == FUNCTION:
-            if s is not None and value not in (None, "NONE"):
-                s.function = value
-                if value not in s.functions:
-                    s.functions.append(value)
+            if s is not None:
+                self._function(s, value, t)
         elif name == STATE:
             self._on_state(value, t)
         elif self._exit is not None:   # ODD / brake while the exit settles
@@ -154,6 +156,7 @@ class CdaSessionMonitor(Monitor):
         if not s.announced:
             self._announce(s)
         self._integrate(s, t)
+        self._function(s, None, t)
         distance, source = self._distance(s)
         cues = self._cues_now()
         if s.last_state == OVERRIDE:
@@ -178,17 +181,19 @@ class CdaSessionMonitor(Monitor):
     # -- session -------------------------------------------------------------------------
     def _begin(self, t: float) -> None:
         odo = self.value(ODOMETER) if self._odometer else None
-        self._session = Session(start_t=t, speed=self.value(SPEED), odo_start=odo)
+        self._session = Session(start_t=t, speed=self.value(SPEED), odo_start=odo,
+                                fn=self.value(FUNCTION), fn_t=t)
 
     def _announce(self, s: Session) -> None:
-        fn = self.value(FUNCTION)
-        if fn not in (None, "NONE"):
-            s.function = fn
-            if fn not in s.functions:
-                s.functions.append(fn)
         s.announced = True
-        self.emit("cda.activated", {"function": s.function, "speed": finite(s.speed, 2)},
-                  s.start_t)
+        self.emit("cda.activated", {"function": self.value(FUNCTION, "NONE"),
+                                    "speed": finite(s.speed, 2)}, s.start_t)
+
+    @staticmethod
+    def _function(s: Session, value: Any, t: float) -> None:
+        if s.fn not in (None, "NONE"):
+            s.function_s[s.fn] = s.function_s.get(s.fn, 0.0) + (t - s.fn_t)
+        s.fn, s.fn_t = value, t
 
     def _integrate(self, s: Session, t: float) -> None:
         if self._speed is not None:
@@ -228,9 +233,10 @@ class CdaSessionMonitor(Monitor):
             reason, source = EXIT_REASONS[own], "system"
         else:
             reason, source = self._infer(ex, fault, cues), "inferred"
+        main = max(s.function_s, key=s.function_s.__getitem__, default="NONE")
         data: dict[str, Any] = {
-            "function": s.function,
-            "functions": s.functions,
+            "function": main,
+            "function_s": {fn: finite(sec) for fn, sec in s.function_s.items()},
             "exit_reason": reason,
             "exit_reason_source": source,
             "to_state": ex.to_state,
