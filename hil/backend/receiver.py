@@ -1,0 +1,339 @@
+"""The bench backend: receive records over MQTT, verify, de-duplicate, store, watch the chain.
+
+Subscriptions (MQTT 5, QoS 1)::
+
+    $share/<group>/icv/+/events/#   records; the group splits them between backends
+    icv/+/status                    retained online/offline of each vehicle
+    icv/+/responses/#               answers to signed commands
+
+Everything runs on paho's network thread; the message callback returns only after the
+record is committed, so paho's PUBACK (sent after the callback) never acknowledges a
+record the backend does not have. paho reconnects by itself with exponential backoff
+(``backoff_min_s`` .. ``backoff_max_s``) and every CONNACK subscribes again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.uplink import topics
+from agent.uplink.commands import sign_command
+from hil.backend.broker import BrokerConfig
+from hil.backend.store import CONFLICT, DUPLICATE, BackendStore, VehicleSummary
+from hil.backend.verify import RecordRejected, VehicleKeys, check_record
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "icv-backend"
+LIVE_DATA = 90          # characters of ``data`` shown per live line
+
+
+def subscriptions(group: str) -> list[str]:
+    """Topic filters of one backend; an empty ``group`` subscribes to every record."""
+    events = f"{topics.ROOT}/+/events/#"
+    return [f"$share/{group}/{events}" if group else events,
+            f"{topics.ROOT}/+/status", f"{topics.ROOT}/+/responses/#"]
+
+
+@dataclass
+class Counters:
+    """What this backend process saw (the store keeps the totals across runs)."""
+
+    messages: int = 0           # on events topics, anything at all
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0          # same id, other hash
+    rejected: dict[str, int] = field(default_factory=dict)
+    alarms: int = 0
+    statuses: int = 0
+    responses: int = 0
+    errors: int = 0             # unexpected failures while handling a message
+    connects: int = 0
+    disconnects: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+def _short(value: Any, limit: int = LIVE_DATA) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+
+
+class Backend:
+    """Receives, verifies and stores the records of a fleet; sends signed commands.
+
+    ``keys`` pins the vehicle public keys: a ``VehicleKeys``, a folder of ``<VIN>.pem``
+    files or a mapping VIN -> public key. ``live`` gets one line per message received.
+    """
+
+    def __init__(self, broker: BrokerConfig, db: str | Path | BackendStore,
+                 keys: VehicleKeys | str | Path | Mapping[str, Ed25519PublicKey], *,
+                 group: str = DEFAULT_GROUP, live: TextIO | None = None):
+        self.broker = broker
+        self.store = db if isinstance(db, BackendStore) else BackendStore(db)
+        if isinstance(keys, VehicleKeys):
+            self.keys = keys
+        elif isinstance(keys, Mapping):
+            self.keys = VehicleKeys(keys=keys)
+        else:
+            self.keys = VehicleKeys(keys)
+        self.group = group
+        self.live = live
+        self.counters = Counters()
+        self.last_message = time.monotonic()     # of an events message (for --until-idle)
+        self._cond = threading.Condition()
+        self._subscribed = False
+        self._connected = False
+        self._waiters: dict[str, list[Any]] = {}  # nonce -> [response or None]
+        self._client: mqtt.Client | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, timeout: float | None = 30.0) -> bool:
+        """Connect in the background; with ``timeout``, wait until subscribed (False if not
+        yet: paho keeps trying with backoff, e.g. while the broker is down)."""
+        if self._client is None:
+            client = self.broker.make_client("icv-backend")
+            client.on_connect = self._on_connect
+            client.on_connect_fail = self._on_connect_fail
+            client.on_disconnect = self._on_disconnect
+            client.on_subscribe = self._on_subscribe
+            client.on_message = self._on_message
+            self._client = client
+            client.connect_async(**self.broker.connect_kwargs())
+            client.loop_start()
+        if timeout is None:
+            return self.subscribed
+        return self.wait(lambda: self._subscribed, timeout)
+
+    def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        with self._cond:
+            self._connected = self._subscribed = False
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()
+
+    def __enter__(self) -> Backend:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate`` holds (re-checked after every message)."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def wait_idle(self, idle_s: float, timeout: float) -> bool:
+        """Wait until no record arrived for ``idle_s`` seconds; False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            quiet = now - self.last_message
+            if quiet >= idle_s:
+                return True
+            if now >= deadline:
+                return False
+            time.sleep(min(idle_s - quiet, deadline - now, 0.2))
+
+    # -- results -----------------------------------------------------------------------
+
+    def summary(self, vin: str) -> VehicleSummary:
+        return self.store.summary(vin)
+
+    def summaries(self) -> list[VehicleSummary]:
+        return self.store.summaries()
+
+    # -- paho callbacks (network thread) -------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            log.error("backend: broker %s:%d refused the connection: %s", self.broker.host,
+                      self.broker.port, reason)
+            return
+        self.counters.connects += 1
+        log.info("backend: connected to %s:%d (connection #%d)", self.broker.host,
+                 self.broker.port, self.counters.connects)
+        with self._cond:
+            self._connected = True
+            self._cond.notify_all()
+        client.subscribe([(t, 1) for t in subscriptions(self.group)])
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        log.warning("backend: cannot connect to %s:%d; retrying with backoff",
+                    self.broker.host, self.broker.port)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode,
+                       _props: Any) -> None:
+        with self._cond:
+            was = self._connected
+            self._connected = self._subscribed = False
+            self._cond.notify_all()
+        if was:
+            self.counters.disconnects += 1
+            log.warning("backend: disconnected (%s); reconnecting with backoff", reason)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode],
+                      _props: Any) -> None:
+        failed = [(t, str(c)) for t, c in zip(subscriptions(self.group), codes, strict=False)
+                  if c.is_failure]
+        if failed:
+            log.error("backend: broker refused subscriptions %s", failed)
+            return
+        with self._cond:
+            self._subscribed = True
+            self._cond.notify_all()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self.handle(msg.topic, bytes(msg.payload))
+        except Exception:   # a bug or a full disk must not kill paho's thread
+            self.counters.errors += 1
+            log.exception("backend: cannot handle a message on %s", msg.topic[:120])
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- message handling --------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, received_at: float | None = None) -> str:
+        """Handle one message as if it came from the broker; returns what became of it:
+        ``stored``, ``duplicate``, ``id_conflict``, ``rejected:<reason>``, ``status``,
+        ``response`` or ``ignored``."""
+        at = time.time() if received_at is None else received_at
+        parts = topic.split("/")
+        if len(parts) < 3 or parts[0] != topics.ROOT:
+            return "ignored"
+        vin, kind = parts[1], parts[2]
+        if kind == "events" and len(parts) >= 4:
+            self.last_message = time.monotonic()
+            self.counters.messages += 1
+            return self._record(topic, vin, "/".join(parts[3:]), payload, at)
+        if kind == "status" and len(parts) == 3:
+            return self._status(vin, payload, at)
+        if kind == "responses" and len(parts) >= 4:
+            return self._response(vin, "/".join(parts[3:]), payload, at)
+        return "ignored"
+
+    def _record(self, topic: str, vin: str, type_: str, payload: bytes, at: float) -> str:
+        try:
+            checked = check_record(payload, self.keys, topic_vin=vin, topic_type=type_)
+        except RecordRejected as exc:
+            self.counters.rejected[exc.reason] = self.counters.rejected.get(exc.reason, 0) + 1
+            log.warning("backend: rejected a record on %s: %s", topic[:120], exc)
+            self.store.reject(vin, topic, exc.reason, exc.detail, payload, record=exc.record,
+                              received_at=at)
+            seq = exc.record.get("seq") if exc.record else None
+            self._show(at, vin, seq, type_, f"REJECTED {exc.reason}: {exc.detail}")
+            return f"rejected:{exc.reason}"
+        record = checked.record
+        added = self.store.add(record, checked.text, checked.key_id, received_at=at)
+        for kind, seq, detail in added.alarms:
+            self.counters.alarms += 1
+            log.error("backend: ALARM %s %s at seq %s: %s", record["vin"], kind, seq, detail)
+        if added.outcome == DUPLICATE:
+            self.counters.duplicates += 1
+            self._show(at, record["vin"], record["seq"], record["type"], "duplicate")
+        elif added.outcome == CONFLICT:
+            self.counters.conflicts += 1
+            self.counters.alarms += 1
+            self._show(at, record["vin"], record["seq"], record["type"],
+                       "ALARM same id, other hash")
+        else:
+            self.counters.stored += 1
+            note = "".join(f" ALARM {kind}" for kind, _s, _d in added.alarms)
+            self._show(at, record["vin"], record["seq"], record["type"],
+                       _short(record["data"]) + note)
+        return added.outcome
+
+    def _status(self, vin: str, payload: bytes, at: float) -> str:
+        status = payload.decode("utf-8", "replace").strip()
+        if not status:       # a cleared retained message
+            return "ignored"
+        self.counters.statuses += 1
+        self.store.set_status(vin, status, at)
+        self._show(at, vin, None, "status", status)
+        return "status"
+
+    def _response(self, vin: str, name: str, payload: bytes, at: float) -> str:
+        text = payload.decode("utf-8", "replace")
+        self.counters.responses += 1
+        self.store.add_response(vin, name, text, at)
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        nonce = body.get("nonce") if isinstance(body, dict) else None
+        with self._cond:
+            slot = self._waiters.get(nonce) if isinstance(nonce, str) else None
+            if slot is not None:
+                slot.append(body)
+                self._cond.notify_all()
+        self._show(at, vin, None, f"response {name}", _short(body if body is not None else text))
+        return "response"
+
+    def _show(self, at: float, vin: str, seq: Any, what: str, text: str) -> None:
+        if self.live is None:
+            return
+        where = f"#{seq}" if isinstance(seq, int) else "-"
+        try:
+            self.live.write(f"{_clock(at)} {vin[:20]:<17} {where:>6} {what[:40]:<24} {text}\n")
+            self.live.flush()
+        except (OSError, ValueError):   # a closed pipe (| head) only ends the live view
+            self.live = None
+
+    # -- commands over this backend's connection ---------------------------------------
+
+    def send_command(self, private_key: Ed25519PrivateKey, vin: str, cmd: str,
+                     args: Mapping[str, Any] | None = None, *, timeout: float = 10.0,
+                     ttl_s: float = 300.0) -> dict[str, Any] | None:
+        """Sign and publish a command, wait for its response (matched by nonce); None when
+        no response came within ``timeout`` (rejected for a bad signature, vehicle away)."""
+        client = self._client
+        if client is None or not self.wait(lambda: self._subscribed, timeout):
+            raise ConnectionError("the backend is not connected to the broker")
+        payload = sign_command(private_key, vin, cmd, args, ttl_s)
+        nonce = json.loads(payload)["nonce"]
+        slot: list[Any] = []
+        with self._cond:
+            self._waiters[nonce] = slot
+        try:
+            client.publish(topics.command(vin, cmd), payload, qos=1)
+            self.wait(lambda: bool(slot), timeout)
+        finally:
+            with self._cond:
+                self._waiters.pop(nonce, None)
+        return slot[0] if slot else None
