@@ -55,7 +55,8 @@ MONITORED = frozenset({ACTIVE, OVERRIDE})
 RANK = {"NONE": 0, "HANDS_ON_REQUEST": 1, "EYES_ON_REQUEST": 1, "HANDS_ON_ESCALATED": 2,
         "EYES_ON_ESCALATED": 2, TAKE_CONTROL: 3}
 MERGE_S = 0.1
-"""A modality change this soon after a level change belongs to that warning."""
+"""A warning change this soon after the previous one completes it (level and modality may
+come in different frames or messages): it replaces that entry and keeps its time."""
 
 
 @dataclass
@@ -133,10 +134,10 @@ class DisengagementMonitor(Monitor):
             return
         at = t - ep.start_t
         last = ep.warnings[-1] if ep.warnings else None
-        if last is not None and previous[0] == level and at - last["at_s"] <= MERGE_S:
-            last["modality"] = modality
-            last["modalities"] = modality_names(modality or 0)
-            return
+        if last is not None and previous[0] not in (None, "NONE") and (
+                at - last["at_s"] <= MERGE_S):
+            last = ep.warnings.pop()    # the rest of one change, spread over two frames
+            at = last["at_s"]
         ep.warnings.append({"level": level, "at_s": at, "modality": modality,
                             "modalities": modality_names(modality or 0)})
 
