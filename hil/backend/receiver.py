@@ -88,13 +88,13 @@ class Backend:
                  keys: VehicleKeys | str | Path | Mapping[str, Ed25519PublicKey], *,
                  group: str = DEFAULT_GROUP, live: TextIO | None = None):
         self.broker = broker
-        self.store = db if isinstance(db, BackendStore) else BackendStore(db)
         if isinstance(keys, VehicleKeys):
             self.keys = keys
         elif isinstance(keys, Mapping):
             self.keys = VehicleKeys(keys=keys)
         else:
             self.keys = VehicleKeys(keys)
+        self.store = db if isinstance(db, BackendStore) else BackendStore(db)
         self.group = group
         self.live = live
         self.counters = Counters()
@@ -125,6 +125,7 @@ class Backend:
         return self.wait(lambda: self._subscribed, timeout)
 
     def stop(self) -> None:
+        """Disconnect; the store stays open for summaries (``close`` closes both)."""
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
@@ -203,7 +204,7 @@ class Backend:
             was = self._connected
             self._connected = self._subscribed = False
             self._cond.notify_all()
-        if was:
+        if was and self._client is not None:     # not our own stop()
             self.counters.disconnects += 1
             log.warning("backend: disconnected (%s); reconnecting with backoff", reason)
 

@@ -93,6 +93,12 @@ def send_command(broker: BrokerConfig, private_key: Ed25519PrivateKey, vin: str,
             state["error"] = "connection failed"
             cond.notify_all()
 
+    def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        with cond:
+            if not state["subscribed"]:
+                state["error"] = state["error"] or f"the broker closed the connection: {reason}"
+            cond.notify_all()
+
     def on_subscribe(_c: mqtt.Client, _u: Any, _m: int, codes: list[ReasonCode],
                      _p: Any) -> None:
         with cond:
@@ -115,6 +121,7 @@ def send_command(broker: BrokerConfig, private_key: Ed25519PrivateKey, vin: str,
     client = broker.make_client("icv-backend-send")
     client.on_connect = on_connect
     client.on_connect_fail = on_connect_fail
+    client.on_disconnect = on_disconnect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     kwargs = broker.connect_kwargs()
