@@ -309,3 +309,22 @@ def test_kill_and_restart(bench: tuple[Path, Path, Path], tmp_path: Path, kill_a
     q3_sessions = 2 if kill_at > 60.0 else 1
     assert q3["counts"]["cda.activated"] == q3_sessions
     assert q4.counts.get("cda.activated") == 1 and q4.counts.get("cda.deactivated") == 1
+
+
+def test_months_off_close_the_open_periods_late_and_skip_the_empty_ones(
+        bench: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, trace, key = bench
+    cfg = make_config(tmp_path)
+    run_pipeline(cfg, trace, key)
+    later = make_trace(tmp_path, cfg, 'start = "2027-08-01T02:00:00Z"\nduration = 5.0\n'
+                       '[[step]]\nat = 0.0\nset = { "Vehicle.Speed" = 0.0, '
+                       '"Vehicle.ADAS.CDA.State" = "OFF" }\n', "later")
+    records = run_pipeline(cfg, later, key)
+    periods = [r["data"] for r in records if r["type"] == "stats.period"]
+    assert [(p["period"], p["closed"]) for p in periods] == [("2026Q4", "late"),
+                                                             ("2026", "late")]
+    assert_equal_to_metre_and_second(periods[0], *expected(Q4, WHOLE), "2026Q4")
+    assert_equal_to_metre_and_second(periods[1], *expected((-1e9, 1e9), WHOLE), "2026")
+    saved = stored(cfg, OPEN_KEY)
+    assert (saved["quarter"]["period"], saved["year"]["period"]) == ("2027Q3", "2027")
+    assert set(stored(cfg, CLOSED_KEY)) == {"2026Q3", "2026Q4", "2026"}

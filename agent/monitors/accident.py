@@ -350,7 +350,8 @@ class AccidentMonitor(Monitor):
     def stop(self, t: float) -> None:
         self._announce(t)
         if self.accident is not None:
-            self._finish(t, complete=False)
+            due = self.grouper.due(t)
+            self._finish((self.grouper.close or t) if due else t, complete=due)
 
     # -- input ---------------------------------------------------------------------------
     def on_signal(self, name: str, value: Any, t: float) -> None:

@@ -399,7 +399,10 @@ class PeriodStatsMonitor(Monitor):
         history[totals.period] = data
         keep = sorted(history, key=lambda k: history[k].get("end", ""))[-KEEP_CLOSED:]
         self.ctx.persist(CLOSED_KEY, {k: history[k] for k in keep})
-        nxt = (quarter_of if kind == "quarter" else year_of)(totals.end, self.tz)
+        of = quarter_of if kind == "quarter" else year_of
+        nxt = of(totals.end, self.tz)
+        if u >= nxt[2]:       # off (or no clock) for whole periods: no empty records for them
+            nxt = of(u, self.tz)
         if kind == "quarter":
             self.quarter = Totals(*nxt)
         else:
