@@ -236,3 +236,29 @@ def test_report_period_counts_att3_events(tmp_path: Path, key: Path) -> None:
     assert rep["events"]["risk_mitigation_triggered"] == 1
     assert rep["events"]["other"]["aeb_during_use"] == 1
     assert rep["base"]["by_function"]["NOA"]["km"] == pytest.approx(0.25, abs=0.001)
+
+
+def test_gaps_name_what_the_window_lacks(tmp_path: Path, key: Path) -> None:
+    # A crash 12 s after the agent started: the 30 s before are not all there.
+    text = (scenario_text("accident_airbag.toml").replace("at = 35.0", "at = 12.0")
+            .replace("at = 36.0", "at = 13.0").replace("duration = 50.0", "duration = 30.0"))
+    cfg = make_config(tmp_path)
+    records = run_pipeline(cfg, make_trace(tmp_path, cfg, text), key)
+    (acc,) = of(records, "accident.record")
+    (start,) = [g for g in acc["gaps"] if g["kind"] == "before_agent_start"]
+    assert start["signal"] == "*" and start["from_s"] == -30.0
+    assert -12.01 <= start["to_s"] <= -11.99
+    unknown = {g["signal"] for g in acc["gaps"] if g["kind"] == "unknown"}
+    assert "Vehicle.Speed" in unknown and "Vehicle.Safety.Airbag.IsDeployed" in unknown
+
+
+def test_gaps_list_unmapped_signals_on_a_partial_mapping(tmp_path: Path) -> None:
+    _, records = run_scenario(SCENARIOS / "accident_mg_airbag_cda_off_40s.toml", tmp_path)
+    (acc,) = of(records, "accident.record")
+    unmapped = {g["signal"] for g in acc["gaps"] if g["kind"] == "unmapped"}
+    assert {"Vehicle.Acceleration.Longitudinal", "Vehicle.TraveledDistance",
+            "Vehicle.CurrentLocation.Latitude"} <= unmapped
+    assert "Vehicle.Speed" not in unmapped and "Vehicle.Acceleration.Longitudinal" not in \
+        acc["window"]["signals"]
+    assert acc["basic"]["location"] is None and acc["basic"]["odometer_km"] is None
+    assert acc["delta_v_peak_kmh"] is None
