@@ -14,7 +14,8 @@ brake pedal -> driver; else unknown. ``exit_reason_source`` says which.
 Both records are decided ``SETTLE_S`` after the State change, because function, exit
 reason and fault code may come later in the same frame or in the next cycle of another
 message; they carry the time of the State change. An unknown (stale) State neither starts
-nor ends a session.
+nor ends a session; one still open when the input ends (trace end, service stop) has no
+exit to report and is not.
 
 Distance is the odometer delta where ``Vehicle.TraveledDistance`` is mapped and known at
 both ends, else the integral of the speed (which holds until it changes, so the sum is
@@ -112,7 +113,7 @@ class CdaSessionMonitor(Monitor):
     name = "cda_session"
     inputs = (STATE,)
     watches = (STATE, FUNCTION, SPEED, ODD, BRAKE)
-    tick_s = 0.05
+    tick_s = 0.1
 
     def __init__(self, ctx: Any):
         super().__init__(ctx)

@@ -225,7 +225,7 @@ class EyesOffMonitor(DisengagementMonitor):
     driver = EYES_ON
     inputs = (STATE, SPEED, EYES_ON, WARNING)
     watches = (STATE, SPEED, EYES_ON, WARNING, MODALITY)
-    tick_s = 0.05
+    tick_s = 0.1
     request_levels = frozenset({"EYES_ON_REQUEST", "EYES_ON_ESCALATED", TAKE_CONTROL})
     escalated_levels = frozenset({"EYES_ON_ESCALATED", TAKE_CONTROL})
     first_limit = "eyes_off_to_request_s"

@@ -9,8 +9,11 @@ too when fewer escalations than the limit preceded it (the system may be stricte
 else ``other``. An escalation is the warning reaching HANDS_ON_ESCALATED or
 EYES_ON_ESCALATED from a lower level; a take-over alert after it is the same one.
 
-Self-checks: when misuse calls for a lockout and the session then ends in OFF/STANDBY
-without INHIBITED following within ``LOCKOUT_GRACE_S``, or the system is activated
+A lockout ends when the state shows activation is possible again (STANDBY, ACTIVE, ...);
+OFF or FAULT after INHIBITED do not end it.
+
+Self-checks: when misuse calls for a lockout and the system, after the session ended, is
+available again (STANDBY, with no INHIBITED within ``LOCKOUT_GRACE_S``) or is activated
 again, ``selfcheck.violation`` (rule ``lockout_after_mrm`` / ``lockout_after_escalations``).
 A misuse lockout that clears before ``lockout_min_s`` gives rule ``lockout_min_s``.
 
@@ -33,6 +36,7 @@ from agent.monitors.cda import (
     INHIBITED,
     MRM,
     OFF,
+    OVERRIDE,
     STANDBY,
     STATE,
     TAKE_CONTROL,
@@ -44,6 +48,9 @@ from agent.recorder import finite
 from agent.timefmt import iso_ms
 
 KEY = "monitor.lockout"
+AVAILABLE = frozenset({STANDBY, ACTIVE, OVERRIDE, MRM})
+"""States that show activation is possible again: only these end a lockout (OFF or FAULT
+after INHIBITED says nothing about it, e.g. OFF while the ADCU powers up)."""
 LOCKOUT_GRACE_S = 3.0
 """After the session ends, time allowed for the state to move on to INHIBITED."""
 MISUSE_REASONS = {"mrm_driver_unresponsive": "lockout_after_mrm",
@@ -105,6 +112,8 @@ class LockoutMonitor(Monitor):
                 self._begin(t)
             return
         if self._lock is not None:
+            if value not in AVAILABLE:
+                return      # switched off or failed: activation still impossible
             self._clear(t)
         if value == MRM and prev != MRM and self._warnings.driver_warned(t):
             self._mrms = self._recent(self._mrms, t) + [self.ctx.utc(t)]
@@ -117,14 +126,14 @@ class LockoutMonitor(Monitor):
             self._missing(t, "activated again")
         elif value in (OFF, STANDBY, FAULT):
             self._due["ended"] = True
-            if value != FAULT and self._grace_until is None:
+            if value == STANDBY and self._grace_until is None:
                 self._grace_until = t + LOCKOUT_GRACE_S
 
     def on_tick(self, t: float) -> None:
         if self._grace_until is not None and t >= self._grace_until:
             self._grace_until = None
-            if self._due is not None:
-                self._missing(t, f"session ended in {self._state}")
+            if self._due is not None and self._state == STANDBY:
+                self._missing(t, "available again (STANDBY)")
 
     # -- misuse --------------------------------------------------------------------------
     def _recent(self, times: list[float], t: float) -> list[float]:
