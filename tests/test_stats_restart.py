@@ -36,7 +36,6 @@ from agent.timefmt import parse_iso
 from tests.record_schema import assert_valid_record
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "config" / "bench.toml"
 STATE_DB = "state.db"
 
 START = "2026-09-30T15:58:00Z"           # 23:58 in Asia/Shanghai
@@ -125,9 +124,9 @@ def assert_equal_to_metre_and_second(got: dict[str, Any], want_s: dict[str, floa
 
 # -- running the agent --------------------------------------------------------------------
 
-def make_config(tmp: Path) -> Path:
-    """bench.toml with absolute DBC paths and its state dir under ``tmp``."""
-    text = BENCH.read_text("utf-8").replace('"../', f'"{ROOT}/')
+def make_config(tmp: Path, name: str = "bench") -> Path:
+    """config/NAME.toml with absolute DBC paths and its state dir under ``tmp``."""
+    text = (ROOT / "config" / f"{name}.toml").read_text("utf-8").replace('"../', f'"{ROOT}/')
     text = re.sub(r'(?m)^dir = "[^"]*"', f'dir = "{tmp / "state"}"', text)
     path = tmp / "agent.toml"
     path.write_text(text, "utf-8")
@@ -328,3 +327,33 @@ def test_months_off_close_the_open_periods_late_and_skip_the_empty_ones(
     saved = stored(cfg, OPEN_KEY)
     assert (saved["quarter"]["period"], saved["year"]["period"]) == ("2027Q3", "2027")
     assert set(stored(cfg, CLOSED_KEY)) == {"2026Q3", "2026Q4", "2026"}
+
+
+@pytest.mark.parametrize("scenario", [
+    "cda_inferred_exits", "cda_system_failure", "cda_odd_exit", "mrm_driver_unresponsive",
+    "safety_aeb_fcw_elk", "accident_two_triggers_one_crash", "mg_acc_exits", "tesla_fault_exit"])
+def test_counts_agree_with_the_event_records(tmp_path: Path, scenario: str) -> None:
+    """The statistics count events from signals; the event monitors emit records from the
+    same signals. Both must tell the same story."""
+    from collections import Counter
+
+    from hil.trace.scenario import load_scenario
+
+    path = ROOT / "tests" / "scenarios" / f"{scenario}.toml"
+    cfg = make_config(tmp_path, load_scenario(path).config)
+    key = tmp_path / "device.key"
+    DeviceKey.generate().save(key)
+    records = run_pipeline(cfg, make_trace(tmp_path, cfg, path.read_text("utf-8")), key)
+    want: Counter[str] = Counter()
+    for rec in records:
+        kind, data = rec["type"], rec["data"]
+        if kind in ("cda.activated", "cda.mrm", "safety.aeb", "safety.elk", "safety.fcw"):
+            want[kind] += 1
+        elif kind == "cda.deactivated":
+            want[kind] += 1
+            want[f"{kind}.{data['exit_reason']}"] += 1
+        elif kind == "accident.record":
+            want["accident"] += 1
+    assert want, "the scenario has no event to count"
+    counts = stored(cfg, OPEN_KEY)["year"]["counts"]
+    assert {k: v for k, v in counts.items() if not k.endswith(".cda_in_use")} == dict(want)
