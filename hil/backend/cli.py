@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.records.keys import KeyFileError
 from hil.backend.broker import BrokerConfig, BrokerSetupError
-from hil.backend.receiver import DEFAULT_GROUP, Backend
+from hil.backend.receiver import DEFAULT_GROUP, DEFAULT_SESSION_EXPIRY, Backend
 from hil.backend.report import format_summaries, summaries_json
 from hil.backend.store import BackendStore
 
@@ -31,16 +31,17 @@ def _broker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key", type=Path, help="client private key (PEM)")
     g.add_argument("--no-tls", action="store_true", help="plain TCP (a local test broker)")
     g.add_argument("--client-id", default="",
-                   help="fixed client id: the broker keeps our session (and queues records "
-                        "while we are away) for --session-expiry seconds")
-    g.add_argument("--session-expiry", type=int, default=3600, metavar="S")
+                   help="MQTT client id (receiver default: derived from --db, so the broker "
+                        "keeps the session and queues records while the backend is away)")
+    g.add_argument("--session-expiry", type=int, default=DEFAULT_SESSION_EXPIRY, metavar="S",
+                   help="how long the broker keeps the receiver's session (0: it ends with "
+                        "each connection and records sent meanwhile are missed)")
 
 
 def _broker(args: argparse.Namespace, key: Path | None) -> BrokerConfig:
     return BrokerConfig(host=args.host, port=args.port, ca=args.ca or "",
                         cert=args.cert or "", key=key or "", tls=not args.no_tls,
-                        client_id=args.client_id,
-                        session_expiry_s=args.session_expiry if args.client_id else 0)
+                        client_id=args.client_id, session_expiry_s=max(0, args.session_expiry))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,7 +109,8 @@ def receive_cmd(args: argparse.Namespace) -> int:
             return _error(f"--{name.replace('_', '-')} must be > 0")
     try:
         backend = Backend(_broker(args, args.key), args.db, args.vehicle_keys,
-                          group=args.group, live=sys.stdout if args.live else None)
+                          group=args.group, live=sys.stdout if args.live else None,
+                          persistent=args.session_expiry > 0)
     except KeyFileError as exc:
         return _error(str(exc))
     stop = threading.Event()

@@ -10,10 +10,19 @@ Everything runs on paho's network thread; the message callback returns only afte
 record is committed, so paho's PUBACK (sent after the callback) never acknowledges a
 record the backend does not have. paho reconnects by itself with exponential backoff
 (``backoff_min_s`` .. ``backoff_max_s``) and every CONNACK subscribes again.
+
+The session is persistent by default, so records published while the backend is away are
+queued for it. One limit seen with Mosquitto 2.0.11: after a restart of the broker itself
+the session comes back with its plain subscriptions but without its shared ones, so a
+backend in a share group misses what vehicles publish between the broker's restart and
+its own re-subscription. Where nothing may be missed across broker restarts, run one
+backend outside any group (``group=""``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -37,7 +46,16 @@ from hil.backend.verify import RecordRejected, VehicleKeys, check_record
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "icv-backend"
+DEFAULT_SESSION_EXPIRY = 3600   # s the broker keeps a persistent backend session
 LIVE_DATA = 90          # characters of ``data`` shown per live line
+
+
+def default_client_id(db: Path) -> str:
+    """One stable client id per backend database: the broker keeps that backend's session
+    (its subscriptions and the records that arrive while it is away) across restarts of
+    the backend and of the broker."""
+    digest = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]
+    return f"icv-backend-{digest}"
 
 
 def subscriptions(group: str) -> list[str]:
@@ -82,12 +100,18 @@ class Backend:
 
     ``keys`` pins the vehicle public keys: a ``VehicleKeys``, a folder of ``<VIN>.pem``
     files or a mapping VIN -> public key. ``live`` gets one line per message received.
+
+    ``persistent`` (default) with no ``broker.client_id``: the client id comes from the
+    database path and the session outlives the connection (``session_expiry_s``, default
+    1 h), so records published while this backend reconnects are queued, not lost. Two
+    backends must not share a database (they would share the id and kick each other off).
+    ``persistent=False`` takes a random id and a session that ends with the connection.
     """
 
     def __init__(self, broker: BrokerConfig, db: str | Path | BackendStore,
                  keys: VehicleKeys | str | Path | Mapping[str, Ed25519PublicKey], *,
-                 group: str = DEFAULT_GROUP, live: TextIO | None = None):
-        self.broker = broker
+                 group: str = DEFAULT_GROUP, live: TextIO | None = None,
+                 persistent: bool = True):
         if isinstance(keys, VehicleKeys):
             self.keys = keys
         elif isinstance(keys, Mapping):
@@ -95,6 +119,11 @@ class Backend:
         else:
             self.keys = VehicleKeys(keys)
         self.store = db if isinstance(db, BackendStore) else BackendStore(db)
+        if persistent and not broker.client_id:
+            broker = dataclasses.replace(broker, client_id=default_client_id(self.store.path),
+                                         session_expiry_s=broker.session_expiry_s
+                                         or DEFAULT_SESSION_EXPIRY)
+        self.broker = broker
         self.group = group
         self.live = live
         self.counters = Counters()
