@@ -156,6 +156,7 @@ class MosquittoBroker:
         self.pki = pki
         self.host = "127.0.0.1"
         self.port = port or _free_port()
+        self._port_chosen = port is None      # ours to change until the first start works
         self.binary = find_mosquitto()
         self.log_path = self.folder / "mosquitto.log"
         self.conf_path = self.folder / "mosquitto.conf"
@@ -187,24 +188,53 @@ class MosquittoBroker:
         ]))
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start (or restart on the same port); a free port taken meanwhile is replaced once
+        or twice before the first start, never after it."""
+        attempts = 3 if self._port_chosen else 1
+        for attempt in range(attempts):
+            try:
+                self._start(timeout)
+                self._port_chosen = False
+                return
+            except BrokerError as exc:
+                if attempt == attempts - 1 or "in use" not in str(exc):
+                    raise
+                self.port = _free_port()
+
+    def _start(self, timeout: float) -> None:
         if self.running:
             return
         self._write_conf()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise BrokerError(f"mosquitto exited with {self.proc.returncode} on port "
-                                  f"{self.port}: {err.strip()} {self.log_tail()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
+            # Ready when this run's log says "running"; a TCP probe could reach another
+            # process that holds the port.
+            log = self._log_since(offset)
+            proc = self.proc
+            if proc.poll() is not None or "Error:" in log.split(" running", 1)[0]:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                self.proc = None
+                raise BrokerError(f"mosquitto failed on port {self.port}: {err.strip()} "
+                                  f"{log.strip()}")
+            if " running" in log:
+                return
+            time.sleep(0.02)
         self.stop()
-        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+        raise BrokerError(f"mosquitto did not start on port {self.port} within {timeout} s")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         """Stop like systemd does (SIGTERM): sessions and queued messages are saved."""
