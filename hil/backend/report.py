@@ -18,7 +18,7 @@ def ranges_text(ranges: list[Range]) -> str:
     if len(ranges) > MAX_RANGES_SHOWN:
         parts.append(f"... ({len(ranges) - MAX_RANGES_SHOWN} more)")
     missing = sum(b - a + 1 for a, b in ranges)
-    return f"{', '.join(parts)} ({missing} records)"
+    return f"{', '.join(parts)} ({missing} missing)"
 
 
 def _counts(counts: dict[str, int]) -> str:
