@@ -15,6 +15,7 @@ FAMILIES = [
     "agent.ingest.cli",      # check-config, analyze
     "agent.records.cli",     # keys, verify
     "agent.service.cli",     # run
+    "agent.reports.cli",     # report period, report accident
 ]
 
 

@@ -13,6 +13,7 @@ import can
 from agent import config as agent_config
 from agent.ingest.buses import BusReader
 from tests import flaky_bus
+from tests.live_agent import multicast_group, port_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "config" / "bench.toml"
@@ -40,8 +41,9 @@ def drain(q: queue.SimpleQueue, until: float) -> list:
 
 
 def test_replay_over_udp_multicast_between_processes(tmp_path: Path) -> None:
-    group = "239.74.163.91"
-    cfg = bench_with(tmp_path, "udp_multicast", group)
+    group = multicast_group()
+    port = port_of(group)
+    cfg = bench_with(tmp_path, "udp_multicast", group, f"options = {{ port = {port} }}")
     sc = tmp_path / "ten.toml"
     sc.write_text('duration = 10.0\n[[step]]\nat = 0.0\nset = { "Vehicle.Speed" = 0.0 }\n'
                   '[[step]]\nat = 1.0\nramp = { "Vehicle.Speed" = [120.0, 8.0] }\n')
@@ -60,7 +62,7 @@ def test_replay_over_udp_multicast_between_processes(tmp_path: Path) -> None:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "hil.cli", "replay", str(trace), "--interface",
-             "udp_multicast", "--channel", group, "--quiet"],
+             "udp_multicast", "--channel", group, "-O", f"port={port}", "--quiet"],
             cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert f"sent {len(sent)} frames" in proc.stdout, proc.stdout

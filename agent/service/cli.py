@@ -13,10 +13,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
+    from agent.service.service import StopRequest
+
+    stop = StopRequest().install()   # before the slow imports: systemd may stop us any time
     from agent.ingest.cli import load_config_or_exit
     from agent.service.service import run
 
     cfg = load_config_or_exit(args.config)
     if cfg is None:
         return 2
-    return run(cfg)
+    return run(cfg, stop)

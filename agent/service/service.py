@@ -42,8 +42,10 @@ STATUS_EVERY_S = 5.0
 
 
 class Service:
-    def __init__(self, cfg: AgentConfig, *, notifier: Notifier | None = None):
+    def __init__(self, cfg: AgentConfig, *, notifier: Notifier | None = None,
+                 stop: StopRequest | None = None):
         self.cfg = cfg
+        self._stop_request = stop
         self.notifier = notifier or Notifier()
         self.state_dir = cfg.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,7 @@ class Service:
         self.pipeline = Pipeline(cfg, self.recorder, self.timebase, ALL, extras=self.extras)
         self.readers = [BusReader(i, setup, self.frames)
                         for i, setup in enumerate(cfg.buses)]
-        self._stop = threading.Event()
+        self._stop = stop.event if stop is not None else threading.Event()
         self.stop_reason = ""
         self.proc = psutil.Process()
         self.proc.cpu_percent(None)
@@ -107,10 +109,23 @@ class Service:
             self.uplink.respond(outcome.name, outcome.response)
 
     def _cmd_report_period(self, command: Any) -> dict[str, Any]:
-        from agent.reports import period_report
+        """The Att.3 二 contribution of this vehicle for ``args.period``; also sent as a
+        ``stats.period`` record (signals.md: "at each period end and on request")."""
+        from agent.monitors.stats import CLOSED_KEY, OPEN_KEY
+        from agent.reports.period import check_period, find_period, period_report
+        from agent.reports.store import ReportError
+        from agent.uplink.commands import CommandFailed
 
-        period = str(command.args.get("period", ""))
-        return period_report(self.db, self.cfg, period or None)
+        try:
+            period = check_period(str(command.args.get("period", "")))
+            data, status, source = find_period(
+                period, closed=self.recorder.load(CLOSED_KEY),
+                open_totals=self.recorder.load(OPEN_KEY), records=[])
+        except (ValueError, ReportError) as exc:
+            raise CommandFailed(str(exc)) from None
+        self.recorder.record("stats.period", {**data, "on_request": True, "status": status},
+                             time.monotonic())
+        return period_report(period, self.cfg.vehicle.vin, data, status, source)
 
     def _cmd_config_get(self, command: Any) -> dict[str, Any]:
         return masked_config(self.cfg)
@@ -198,6 +213,8 @@ class Service:
                 self.notifier.status(self.status_line())
 
     def _shutdown(self) -> None:
+        if not self.stop_reason and self._stop_request is not None:
+            self.stop_reason = self._stop_request.reason
         self.notifier.stopping(f"stopping ({self.stop_reason or 'end'})")
         for r in self.readers:
             r.stop()
@@ -265,14 +282,26 @@ def masked_config(cfg: AgentConfig) -> dict[str, Any]:
     return mask(cfg)
 
 
-def run(cfg: AgentConfig) -> int:
-    service = Service(cfg)
+class StopRequest:
+    """SIGTERM/SIGINT at any moment, even before the service exists, means a clean stop."""
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        service.request_stop(signal.Signals(signum).name)
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def install(self) -> StopRequest:
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.reason = signal.Signals(signum).name
+            self.event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        return self
+
+
+def run(cfg: AgentConfig, stop: StopRequest | None = None) -> int:
+    stop = stop or StopRequest().install()
+    service = Service(cfg, stop=stop)
     return service.run()
 
 

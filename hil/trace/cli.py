@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interface", "-i", default="socketcan")
     p.add_argument("--channel", "-C", default="vcan0")
     p.add_argument("--fd", action="store_true", help="open the bus in CAN FD mode")
+    p.add_argument("--bus-option", "-O", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra python-can Bus() argument, e.g. port=43114 (repeatable)")
     p.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
     p.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -56,7 +58,12 @@ def replay_cmd(args: argparse.Namespace) -> int:
         print("error: --speed must be > 0", file=sys.stderr)
         return 2
     try:
-        bus = can.Bus(interface=args.interface, channel=args.channel, fd=args.fd)
+        options = parse_bus_options(args.bus_option)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bus = can.Bus(interface=args.interface, channel=args.channel, fd=args.fd, **options)
     except Exception as exc:
         print(f"error: cannot open {args.interface}:{args.channel}: {exc}", file=sys.stderr)
         return 1
@@ -70,3 +77,25 @@ def replay_cmd(args: argparse.Namespace) -> int:
     print(f"sent {result.sent} frames in {result.duration_s:.2f} s, {result.errors} send errors,"
           f" timing error mean {result.mean_error_ms:.3f} ms max {result.max_error_ms:.3f} ms")
     return 0 if result.errors == 0 else 1
+
+
+def parse_bus_options(items: list[str]) -> dict[str, object]:
+    """``["port=43114", "receive_own_messages=false"]`` -> typed keyword arguments."""
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bus option {item!r} is not KEY=VALUE")
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = int(raw, 0)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    pass
+        options[key] = value
+    return options
