@@ -125,6 +125,23 @@ class AgentConfig:
         return p if p.is_absolute() else self.state_dir / p
 
 
+def _check_ota(cfg: AgentConfig, path: Path, problems: Problems) -> None:
+    from agent.ota.settings import check_ecu
+    from agent.ota.uptane.settings import check_uptane
+
+    check_uptane(cfg.ota.uptane, path, problems)
+    names: set[str] = set()
+    buses = {b.name for b in cfg.bus}
+    for i, ecu in enumerate(cfg.ecu):
+        key = f"ecu[{i}]"
+        check_ecu(ecu, path, problems, key)
+        if ecu.name in names:
+            problems.add(path, f"{key}.name", f"duplicate ECU name {ecu.name!r}")
+        names.add(ecu.name)
+        if ecu.bus not in buses:
+            problems.add(path, f"{key}.bus", f"no [[bus]] named {ecu.bus!r}")
+
+
 def load(path: str | Path) -> AgentConfig:
     """Load and validate; raise ``ConfigError`` listing every problem."""
     from agent.ingest.setup import load_bus  # ingest depends on config, not the reverse
@@ -149,6 +166,7 @@ def load(path: str | Path) -> AgentConfig:
         setup = load_bus(cfg, bus, key, problems)
         if setup is not None:
             cfg.buses.append(setup)
+    _check_ota(cfg, path, problems)
     if not VIN.match(cfg.vehicle.vin):
         problems.add(path, "vehicle.vin", f"{cfg.vehicle.vin!r} is not a VIN "
                      "(17 characters, A-Z and 0-9)")

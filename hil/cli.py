@@ -13,6 +13,7 @@ import sys
 
 FAMILIES = [
     "hil.trace.cli",         # scenario, replay
+    "hil.backend.cli",        # backend
     "hil.repo.cli",          # repo (bench Director + Image repositories)
 ]
 

@@ -64,12 +64,19 @@ def match(want: Any, got: Any, tol: float) -> bool:
         and math.isclose(want, got, abs_tol=tol))
 
 
+EXPECT_KEYS = {"type", "data", "at", "tol"}
+
+
 def check_expectations(sc: Scenario, records: list[dict[str, Any]]) -> list[str]:
     """Problems (empty = the records hold what the scenario expects)."""
     problems = []
     t0 = sc.start_epoch
     i = 0
     for n, exp in enumerate(sc.expect):
+        unknown = set(exp) - EXPECT_KEYS
+        if unknown:  # e.g. expect_absent written after [[expect]] lands inside it in TOML
+            problems.append(f"expect[{n}] has unknown keys {sorted(unknown)}")
+            continue
         tol = float(exp.get("tol", 0.15))
         found = None
         for j in range(i, len(records)):

@@ -51,9 +51,13 @@ class StateDB:
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.abort()  # SQLITE_FULL may already have rolled back: no second error
                 raise
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.abort()  # a failed COMMIT leaves the transaction open
+                raise
 
     def get(self, key: str, default: Any = None) -> Any:
         with self.lock:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.model import ConfigError, Problems, build, read_toml
+from agent.ota.uptane.settings import UptaneConfig
 
 
 @dataclass
@@ -28,6 +29,7 @@ class OtaConfig:
     min_soc_percent: float = 30.0
     require_cda_off: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    uptane: UptaneConfig = field(default_factory=UptaneConfig)
 
 
 ROLES = ("steering", "brake", "dvr", "edr", "ota_host", "adas", "gateway", "powertrain",
