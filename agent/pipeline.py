@@ -80,6 +80,8 @@ class Pipeline:
                 self._watchers.setdefault(name, []).append(on_change)
         self._fresh = [m for m in self.monitors
                        if type(m).on_freshness is not Monitor.on_freshness]
+        self._frame_end = [m.on_frame_end for m in self.monitors
+                           if type(m).on_frame_end is not Monitor.on_frame_end]
         self._ticking = [(m, m.tick_s) for m in self.monitors if m.tick_s]
         self._next_tick: list[float] = []
         self.started_at: float | None = None
@@ -117,11 +119,16 @@ class Pipeline:
             self.now = t
             apply = self.state.apply
             watchers = self._watchers
+            changed = False
             for binding, value in updates:
                 slot = apply(binding, value, t)
                 if slot is not None and slot.name in watchers:
+                    changed = True
                     for fn in watchers[slot.name]:
                         fn(slot.name, slot.value, t)
+            if changed:
+                for fn in self._frame_end:
+                    fn(t)
             self.sink.flush()
 
     def advance(self, t: float) -> None:

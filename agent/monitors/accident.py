@@ -322,6 +322,7 @@ class AccidentMonitor(Monitor):
                                     max(ctx.limits.accident_after_s, history.seconds - 1.0))
         self.accident: Accident | None = None
         self.pending: list[Trigger] = []                 # fired, not yet announced
+        self._save_due: Accident | None = None           # pre-window to persist next tick
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -364,7 +365,15 @@ class AccidentMonitor(Monitor):
         if trig is not None:
             self._fire(trig)
 
+    def on_frame_end(self, t: float) -> None:
+        """Triggers of one frame are complete: announce them now, not at the next tick."""
+        if self.pending:
+            self._announce(t)
+
     def on_tick(self, t: float) -> None:
+        if self._save_due is not None:
+            acc, self._save_due = self._save_due, None
+            self._save(acc)
         self._step(t)
         trig = self.triggers.advance(t)
         if trig is not None:
@@ -431,12 +440,18 @@ class AccidentMonitor(Monitor):
             "report_deadline": iso_ms(deadline),
             "ts_trigger": iso_ms(self.ctx.utc(t)),
         }
-        if not acc.announced:
+        first_announcement = not acc.announced
+        if first_announcement:
             acc.skeleton = self._skeleton(acc, data)
         acc.announced = True
         acc.deadline_utc = deadline
         self.emit("accident.trigger", data, lead.t if data["update"] else t)
-        self._save(acc)
+        if first_announcement:
+            # The pre-window (30 s of every signal) is persisted at the next tick, in its
+            # own commit: the small trigger record must not wait for it on its way out.
+            self._save_due = acc
+        else:
+            self._save(acc)
 
     def _save(self, acc: Accident) -> None:
         """Persist what a restart needs to still emit the record (with the pre-window)."""
@@ -558,6 +573,7 @@ class AccidentMonitor(Monitor):
     def _finish(self, t: float, *, complete: bool) -> None:
         acc = self.accident
         self.accident = None
+        self._save_due = None
         self.grouper.end()
         if acc is None:
             return

@@ -59,6 +59,10 @@ class Monitor:
     def on_tick(self, t: float) -> None:
         """Periodic call in data time (every ``tick_s``)."""
 
+    def on_frame_end(self, t: float) -> None:
+        """All changes carried by one frame were delivered (only monitors that override it):
+        the place to act on several signals of the same instant at once, without delay."""
+
     def stop(self, t: float) -> None:
         """End of input (trace end or service stop): persist what must survive."""
 
