@@ -51,6 +51,9 @@ class BusConfig:
     data_bitrate: int = 0
     # Extra keyword arguments for python-can's Bus() (interface specific).
     options: dict[str, Any] = field(default_factory=dict)
+    # Floor for the freshness timeouts of this bus (3 x cycle time otherwise): for bench
+    # buses fed by a software replayer whose timing jitters more than real ECUs do.
+    min_timeout_s: float = 0.0
     # Seconds between reconnect attempts grow from min to max.
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0

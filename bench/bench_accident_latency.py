@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from agent import config as agent_config  # noqa: E402
 from agent.service.service import Service  # noqa: E402
-from tests.mqtt_broker import BrokerPKI, MosquittoBroker  # noqa: E402
+from hil.mosquitto import BrokerPKI, MosquittoBroker  # noqa: E402
 
 VIN = "LSJWH4098PN000001"
 

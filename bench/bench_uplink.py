@@ -34,7 +34,7 @@ from agent.records.keys import DeviceKey  # noqa: E402
 from agent.uplink import topics  # noqa: E402
 from agent.uplink.client import ONLINE, Uplink  # noqa: E402
 from agent.uplink.settings import UplinkConfig  # noqa: E402
-from tests.mqtt_broker import BrokerPKI, ClientCert, MosquittoBroker  # noqa: E402
+from hil.mosquitto import BrokerPKI, ClientCert, MosquittoBroker  # noqa: E402
 
 VIN = "BENCH000000000001"
 DATA: dict[str, dict[str, Any]] = {

@@ -45,7 +45,8 @@ def write_config(tmp: Path, group: str, extra: str = "") -> Path:
     text = BENCH.read_text()
     text = text.replace('interface = "virtual"', 'interface = "udp_multicast"')
     text = text.replace('channel = "icv-bench"',
-                        f'channel = "{group}"\noptions = {{ port = {port_of(group)} }}')
+                        f'channel = "{group}"\noptions = {{ port = {port_of(group)} }}\n'
+                        'min_timeout_s = 0.25')
     text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
     text = text.replace('dir = "../.state/bench"', f'dir = "{tmp / "state"}"')
     cfg = tmp / "agent.toml"

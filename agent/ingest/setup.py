@@ -135,5 +135,6 @@ def _plan(setup: BusSetup, file: Path, problems: Problems) -> None:
     for k, (msg, bindings, sigs, timeouts) in by_msg.items():
         cycle = msg.cycle_time / 1000.0 if msg.cycle_time else None
         timeout = max(timeouts) if timeouts else (3 * cycle if cycle else DEFAULT_TIMEOUT_S)
+        timeout = max(timeout, setup.config.min_timeout_s)
         setup.plans[k] = MessagePlan(msg, msg.length, mask_of(sigs, msg.length), bindings,
                                      timeout, cycle)

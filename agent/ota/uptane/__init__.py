@@ -25,24 +25,44 @@ root and version floors), ``uptane.ecu.<ecu_id>`` (installed image, release coun
 ``uptane.time.floor``.
 """
 
-from agent.ota.uptane.custom import VERSION_DIDS, TargetFields
-from agent.ota.uptane.download import HttpFetcher, TransferLimits
-from agent.ota.uptane.errors import (
-    THREATS,
-    ArbitrarySoftware,
-    DownloadFailed,
-    EndlessData,
-    Freeze,
-    MixAndMatch,
-    PartialBundle,
-    Rollback,
-    SlowRetrieval,
-    UpdateRejected,
-    WrongHardware,
-)
-from agent.ota.uptane.settings import UptaneConfig, check_uptane, load_uptane
-from agent.ota.uptane.time import FixedTime, FloorTime, SecureTime, SystemTime
-from agent.ota.uptane.verifier import EcuInstalled, UptaneClient, VerifiedTarget
+# Names load on first use (PEP 562): the agent's config imports ``settings`` from here,
+# and python-tuf is only worth its memory on a unit that really runs a campaign.
+_WHERE = {
+    "ArbitrarySoftware": "agent.ota.uptane.errors",
+    "DownloadFailed": "agent.ota.uptane.errors",
+    "EcuInstalled": "agent.ota.uptane.verifier",
+    "EndlessData": "agent.ota.uptane.errors",
+    "FixedTime": "agent.ota.uptane.time",
+    "FloorTime": "agent.ota.uptane.time",
+    "Freeze": "agent.ota.uptane.errors",
+    "HttpFetcher": "agent.ota.uptane.download",
+    "MixAndMatch": "agent.ota.uptane.errors",
+    "PartialBundle": "agent.ota.uptane.errors",
+    "Rollback": "agent.ota.uptane.errors",
+    "SecureTime": "agent.ota.uptane.time",
+    "SlowRetrieval": "agent.ota.uptane.errors",
+    "SystemTime": "agent.ota.uptane.time",
+    "THREATS": "agent.ota.uptane.errors",
+    "TargetFields": "agent.ota.uptane.custom",
+    "TransferLimits": "agent.ota.uptane.download",
+    "UpdateRejected": "agent.ota.uptane.errors",
+    "UptaneClient": "agent.ota.uptane.verifier",
+    "UptaneConfig": "agent.ota.uptane.settings",
+    "VERSION_DIDS": "agent.ota.uptane.custom",
+    "VerifiedTarget": "agent.ota.uptane.verifier",
+    "WrongHardware": "agent.ota.uptane.errors",
+    "check_uptane": "agent.ota.uptane.settings",
+    "load_uptane": "agent.ota.uptane.settings",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "THREATS", "VERSION_DIDS", "ArbitrarySoftware", "DownloadFailed", "EcuInstalled",
