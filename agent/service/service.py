@@ -59,6 +59,9 @@ class Service:
         self.gate: Any = None
         self.frames: queue.SimpleQueue = queue.SimpleQueue()
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        # Records of the OTA thread, written by this (pipeline) thread like everything else.
+        self.ota_records: queue.SimpleQueue = queue.SimpleQueue()
+        self.ota: Any = None
         self.recorder = Recorder(self.db, self.chain, self.timebase.utc, "system",
                                  journal=self.journal, deliver=self._delivered)
         self.extras: dict[str, Any] = {}
@@ -90,6 +93,51 @@ class Service:
         self.uplink = Uplink(resolved, cfg.vehicle.vin, self.db_path,
                              on_command=lambda name, payload: self.commands.put((name, payload)),
                              journal_config=cfg.journal)
+
+    def _setup_ota(self) -> None:
+        """Campaigns, consent and ECU inventory on their own thread (agent.ota.campaign)."""
+        from agent.ota.campaign import CampaignManager
+
+        state = self.pipeline.state
+        self.ota = CampaignManager.from_config(
+            self.cfg, emit=lambda type_, data: self.ota_records.put((type_, data)),
+            read_signal=state.value, extras=self.extras)
+        if self.gate is not None:
+            self.gate.register("ota.campaign", self._cmd_ota_campaign)
+            self.gate.register("ota.consent", self._cmd_ota_consent)
+            self.gate.register("ecu.inventory", self._cmd_ecu_inventory)
+
+    def _cmd_ota_campaign(self, command: Any) -> dict[str, Any]:
+        from agent.ota.campaign import CampaignError
+        from agent.uplink.commands import CommandFailed
+
+        try:
+            return self.ota.submit(command.args)
+        except CampaignError as exc:
+            raise CommandFailed(str(exc)) from None
+
+    def _cmd_ota_consent(self, command: Any) -> dict[str, Any]:
+        from agent.ota.consent import ConsentError, parse_decision
+        from agent.uplink.commands import CommandFailed
+
+        try:
+            decision = parse_decision(command.args, "backend", by=command.key_id)
+        except ConsentError as exc:
+            raise CommandFailed(str(exc)) from None
+        if not self.ota.consent(decision):
+            raise CommandFailed(f"no open offer for activity {decision.activity_id}")
+        return {"activity_id": decision.activity_id, "decision": command.args["decision"]}
+
+    def _cmd_ecu_inventory(self, command: Any) -> dict[str, Any]:
+        return self.ota.request_inventory()
+
+    def _drain_ota(self, t: float) -> None:
+        while True:
+            try:
+                type_, data = self.ota_records.get_nowait()
+            except queue.Empty:
+                return
+            self.recorder.record(type_, data, t)
 
     def _delivered(self, records: list[dict[str, Any]]) -> None:
         if self.uplink is not None:
@@ -154,6 +202,9 @@ class Service:
         if cfg.uplink.enabled:
             self._setup_uplink()
             self.uplink.start()
+        if cfg.ota.enabled:
+            self._setup_ota()
+            self.ota.start()
         for r in self.readers:
             r.start()
         for r in self.readers:
@@ -198,6 +249,7 @@ class Service:
                 except queue.Empty:
                     break
                 self._handle_command(name, payload, now)
+            self._drain_ota(now)
             if now >= next_health:
                 next_health = now + health_every
                 self.recorder.record("agent.health", self.health(), now)
@@ -219,6 +271,9 @@ class Service:
         for r in self.readers:
             r.stop()
         t = time.monotonic()
+        if self.ota is not None:
+            self.ota.stop()
+            self._drain_ota(t)
         self.pipeline.stop(t)
         self.recorder.record("agent.stopped", {"reason": self.stop_reason or "end",
                                                "frames": self.frames_fed}, t)

@@ -1,0 +1,184 @@
+"""The backend's OTA side on the bench: keys, Director + Image repositories, an HTTP server
+for their metadata and images, and the signed ``ota.campaign`` command.
+
+Layout of a bench OTA folder::
+
+    keys/               Ed25519 signing keys of the repositories (hil.repo.KeyStore)
+    repo/image/         Image repository (TUF, delegated role "supplier" signs images)
+    repo/director/      Director (shared root in _root/, one repository per VIN)
+
+Typical use (tests, ``hil/demo_ota.py``, ``icv-hil backend campaign``)::
+
+    ota = BenchOta.create(folder)
+    server = ota.serve()                               # http://127.0.0.1:PORT
+    text = ota.agent_section(server.url)               # [ota] + [ota.uptane] for the agent
+    ota.release(VIN, "eps", "eps/eps-2.0.0.bin", ecu_image(64 * 1024, V2, {"F191": hw}),
+                hardware_id=hw, release_counter=2, versions=V2)
+    outcome = run_campaign(backend, signing_key, VIN, campaign_args("OTA-1", "2.0.0"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tuf.api.metadata import TargetFile
+
+from agent.ota.uds.image import build_image
+from agent.ota.uds.versions import parse_did_keys
+from hil.repo import DirectorRepository, ImageRepository, KeyStore, RepoServer
+
+TERMINAL = ("ota.completed", "ota.failed", "ota.rejected", "ota.not_offered")
+
+
+def ecu_image(size: int, provides: Mapping[str, str], requires: Mapping[str, str] | None = None,
+              seed: str = "") -> bytes:
+    """A flash image of exactly ``size`` bytes whose trailer provides ``provides`` (DID hex
+    -> value, read back after the flash) and requires ``requires`` (dependency check)."""
+    trailer = build_image(b"", parse_did_keys(provides), parse_did_keys(requires or {}))
+    if size <= len(trailer):
+        raise ValueError(f"image size {size} does not fit the {len(trailer)}-byte trailer")
+    body = bytearray()
+    counter = 0
+    tag = (seed or repr(sorted(provides.items()))).encode()
+    while len(body) < size - len(trailer):
+        body += hashlib.sha256(tag + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return build_image(bytes(body[:size - len(trailer)]), parse_did_keys(provides),
+                       parse_did_keys(requires or {}))
+
+
+def campaign_args(activity_id: str, version: str, *, campaign: str = "",
+                  purpose: str = "Improve lane keeping on wet roads",
+                  changes: str = "EPS torque limits re-tuned; DVR clip upload fix",
+                  duration_s: float = 300.0,
+                  unavailable_functions: list[str] | None = None, recall: bool = False,
+                  recall_number: str = "", ecus: list[str] | None = None) -> dict[str, Any]:
+    """Arguments of the ``ota.campaign`` command (everything the user must be told)."""
+    args: dict[str, Any] = {
+        "activity_id": activity_id, "version": version, "campaign": campaign or activity_id,
+        "purpose": purpose, "changes": changes, "duration_s": duration_s,
+        "unavailable_functions": list(unavailable_functions if unavailable_functions
+                                      is not None else ["driving", "lane keeping"]),
+        "recall": recall, "recall_number": recall_number}
+    if ecus:
+        args["ecus"] = list(ecus)
+    return args
+
+
+class BenchOta:
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self.keys = KeyStore(self.folder / "keys")
+        self.repo_dir = self.folder / "repo"
+        self.image = ImageRepository(self.repo_dir / "image", self.keys)
+        self.director = DirectorRepository(self.repo_dir / "director", self.keys)
+
+    @classmethod
+    def create(cls, folder: Path | str, vins: list[str] | None = None) -> BenchOta:
+        """New keys and repositories (``FileExistsError`` if the folder has them)."""
+        folder = Path(folder)
+        keys = KeyStore(folder / "keys")
+        ImageRepository.create(folder / "repo" / "image", keys)
+        DirectorRepository.create(folder / "repo" / "director", keys)
+        ota = cls(folder)
+        for vin in vins or []:
+            ota.director.vehicle(vin)
+        return ota
+
+    @classmethod
+    def open_or_create(cls, folder: Path | str) -> BenchOta:
+        folder = Path(folder)
+        if (folder / "repo" / "image" / "metadata" / "root.json").exists():
+            return cls(folder)
+        return cls.create(folder)
+
+    @property
+    def director_root(self) -> Path:
+        return self.director.root_path
+
+    @property
+    def image_root(self) -> Path:
+        return self.image.meta_dir / "1.root.json"
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> RepoServer:
+        """Start the HTTP server for both repositories (``server.stop()`` ends it)."""
+        return RepoServer(self.repo_dir, host, port).start()
+
+    def agent_section(self, url: str, **uptane: Any) -> str:
+        """``[ota]`` and ``[ota.uptane]`` TOML for an agent using these repositories."""
+        lines = ["[ota]", "enabled = true", "", "[ota.uptane]",
+                 f'director_url = "{url}/director"', f'image_url = "{url}/image"',
+                 f'director_root = "{self.director_root}"',
+                 f'image_root = "{self.image_root}"']
+        for key, value in uptane.items():
+            lines.append(f"{key} = {_toml(value)}")
+        return "\n".join(lines) + "\n"
+
+    def release(self, vin: str, ecu_id: str, path: str, image: bytes | Path, *,
+                hardware_id: str, release_counter: int, versions: Mapping[str, str],
+                publish: bool = True) -> TargetFile:
+        """Sign ``image`` in the Image repository and assign it to ``ecu_id`` of ``vin``."""
+        info = self.image.add_image(path, image, hardware_id, release_counter,
+                                    versions=dict(versions))
+        return self.director.assign(vin, ecu_id, info, publish=publish)
+
+    def clear(self, vin: str) -> None:
+        """The Director has nothing for ``vin`` any more (after an install)."""
+        self.director.clear(vin)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def terminal_record(records: list[dict[str, Any]], activity_id: str) -> dict[str, Any] | None:
+    for record in records:
+        if record.get("type") in TERMINAL and \
+                record.get("data", {}).get("activity_id") == activity_id:
+            return record
+    return None
+
+
+def activity_records(records: list[dict[str, Any]], activity_id: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("data", {}).get("activity_id") == activity_id]
+
+
+def run_campaign(backend: Any, private_key: Ed25519PrivateKey, vin: str, args: dict[str, Any],
+                 *, timeout: float = 120.0, command_timeout: float = 15.0,
+                 on_record: Any = None) -> dict[str, Any]:
+    """Send the signed ``ota.campaign`` through a started ``hil.backend.Backend`` and wait
+    for the verified terminal record of the activity.
+
+    Returns ``{"response": ..., "outcome": record | None, "records": [...]}``; the records
+    are those the backend stored (signature, chain and seq checked) for this activity.
+    """
+    response = backend.send_command(private_key, vin, "ota.campaign", args,
+                                    timeout=command_timeout)
+    out: dict[str, Any] = {"response": response, "outcome": None, "records": []}
+    if not response or not response.get("ok"):
+        return out
+    activity = args["activity_id"]
+    seen = 0
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        backend.wait(lambda: False, 0.2)
+        records = activity_records(backend.store.records(vin), activity)
+        if on_record is not None:
+            for record in records[seen:]:
+                on_record(record)
+        seen = len(records)
+        outcome = terminal_record(records, activity)
+        if outcome is not None:
+            out.update(outcome=outcome, records=records)
+            return out
+    out["records"] = activity_records(backend.store.records(vin), activity)
+    return out
