@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: the agent on its embedded defaults (bench config, reference DBC).
-# A scenario becomes a CAN trace; the agent decodes it and produces signed records.
+# Offline first: a scenario becomes a CAN trace, the agent decodes it and produces signed
+# records. Then live: broker, backend, `icv-agent run` and a replay (hil/demo.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=config/bench.toml
-OUT=out/demo
+OUT=out/demo-offline
 mkdir -p "$OUT"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -18,8 +19,8 @@ if [ ! -f "$KEY" ]; then
     icv-agent keys generate --config "$CONFIG" >/dev/null
 fi
 
-step "scenario -> CAN trace (hil/scenarios/demo.toml)"
-icv-hil scenario hil/scenarios/demo.toml --config "$CONFIG" -o "$OUT/demo.log"
+step "scenario -> CAN trace (hil/scenarios/drive.toml)"
+icv-hil scenario hil/scenarios/drive.toml --config "$CONFIG" -o "$OUT/demo.log"
 
 step "decoded signal timeline (driver and CDA signals)"
 icv-agent analyze --signals --config "$CONFIG" "$OUT/demo.log" 2>/dev/null \
@@ -44,3 +45,9 @@ PY
 
 step "verify the records"
 icv-agent verify "$OUT/records.jsonl" --pubkey "$KEY"
+
+step "the accident report draft (Att.3 一) from those records"
+ACC=$(python3 -c 'import json,sys; print(next(json.loads(l)["data"]["accident_id"] for l in open(sys.argv[1]) if "accident.record" in l))' "$OUT/records.jsonl")
+icv-agent report accident --config "$CONFIG" --records "$OUT/records.jsonl" --text "$ACC" | head -40
+
+python3 -m hil.demo
