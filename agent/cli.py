@@ -16,6 +16,7 @@ FAMILIES = [
     "agent.records.cli",     # keys, verify
     "agent.service.cli",     # run
     "agent.reports.cli",     # report period, report accident
+    "agent.ota.cli",
 ]
 
 
