@@ -279,8 +279,12 @@ class CampaignManager:
                               Resume("internal", received_at=time.time()))
             finally:
                 if kind == "campaign":
-                    with self._lock:
-                        self._busy = None
+                    self._release(item.activity_id)
+
+    def _release(self, activity_id: str) -> None:
+        with self._lock:
+            if self._busy == activity_id:
+                self._busy = None
 
     def _refresh(self, reason: str, names: list[str] | None = None) -> None:
         assert self.inventory is not None
@@ -587,6 +591,9 @@ class CampaignManager:
                  "consent": resume.consent, "ecus": data.get("ecus", []),
                  "detail": {k: v for k, v in data.items() if k != "ecus"}}
         self.history.append(entry)
+        self.db.put(ACTIVE_KEY, None)
+        self._publish_extras()
+        self._release(c.activity_id)        # the next campaign may come with this record
         told = self.hmi is not None and result != "not_offered"
         self.emit(kind, {"activity_id": c.activity_id, "campaign": c.campaign,
                          "version": c.version, "recall": c.recall,
@@ -597,6 +604,4 @@ class CampaignManager:
                              "version": c.version, "reason": data.get("reason"),
                              "threat": data.get("threat"), "ecus": data.get("ecus", []),
                              "at": iso(ended)})
-        self.db.put(ACTIVE_KEY, None)
-        self._publish_extras()
         log.info("OTA %s: %s %s", c.activity_id, result, data.get("reason") or "")

@@ -40,7 +40,10 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
     ota = BenchOta.create(tmp_path / "bench-ota", vins=[VIN])
     server = ota.serve()
     private, public, _ = keygen(tmp_path / "backend-keys")
-    bus_text = f'interface = "udp_multicast"\nchannel = "{group}"\noptions = {{ port = {port} }}\n'
+    # A freshness floor: UDP multicast between Python processes is no CAN wire, and a 10 ms
+    # message late by 30 ms on a loaded bench would (rightly) make the vehicle state unknown.
+    bus_text = (f'interface = "udp_multicast"\nchannel = "{group}"\n'
+                f'options = {{ port = {port} }}\nmin_timeout_s = 0.5\n')
     extra = (uplink_section(mqtt_broker, mqtt_pki.client(VIN), backend_key=public)
              + "\n[ota.extra]\nconsent_timeout_s = 60\n")
     cfg_path = agent_toml(tmp_path, bus_text,
