@@ -1,0 +1,110 @@
+"""Attacks at campaign level: each is rejected with ``ota.rejected`` naming the Uptane
+threat, the user is never asked, and the ECU never sees a programming request (checked on
+the bus itself, by a sniffer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench
+
+from hil.backend.campaign import campaign_args, ecu_image
+from hil.repo import DirectorRepository, Faults
+
+
+def tampered_image(b: Bench) -> None:
+    info = b.release("eps", EPS_V2, 2)
+    served = b.ota.image.targets_dir / "eps" / f"{info.hashes['sha256']}.eps-2.0.0.bin"
+    data = bytearray(served.read_bytes())
+    data[100] ^= 0x01
+    served.write_bytes(bytes(data))
+
+
+def director_wrong_key(b: Bench) -> None:
+    b.ota.director.signers_override["targets"] = [b.ota.keys.ensure("mallory")]
+    b.release("eps", EPS_V2, 2)
+
+
+def wrong_hardware(b: Bench) -> None:
+    b.release("eps", EPS_V2, 2, hardware_id="HW-EPS-99")
+
+
+def unknown_ecu(b: Bench) -> None:
+    info = b.ota.image.add_image("gw/gw-1.bin", ecu_image(4096, {"F189": "1"}), "HW-GW", 1,
+                                 versions={"F189": "1"})
+    b.ota.director.assign(VIN, "gateway", info)
+
+
+def expired_director(b: Bench) -> None:
+    past = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=30)
+    old = DirectorRepository(b.ota.repo_dir / "director", b.ota.keys, clock=lambda: past)
+    info = b.ota.image.add_image("eps/eps-2.0.0.bin", ecu_image(8192, EPS_V2), "HW-EPS-03", 2,
+                                 versions=EPS_V2)
+    old.assign(VIN, "eps", info)
+
+
+def endless_image(b: Bench) -> None:
+    b.release("eps", EPS_V2, 2)
+    b.server.set_faults(Faults(only="/image/targets/", endless=True))
+
+
+def slow_image(b: Bench) -> None:
+    b.release("eps", EPS_V2, 2)
+    b.server.set_faults(Faults(only="/image/targets/", slow_bytes_per_s=2000))
+
+
+def missing_image(b: Bench) -> None:
+    info = b.release("eps", EPS_V2, 2)
+    b.server.set_faults(Faults(missing={
+        f"/image/targets/eps/{info.hashes['sha256']}.eps-2.0.0.bin"}))
+
+
+ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
+    "image changed on the server": (tampered_image, "arbitrary_software"),
+    "director signed by a wrong key": (director_wrong_key, "arbitrary_software"),
+    "image for other hardware": (wrong_hardware, "wrong_hardware"),
+    "director names an ECU the vehicle lacks": (unknown_ecu, "mix_and_match"),
+    "expired director metadata": (expired_director, "freeze"),
+    "endless image": (endless_image, "endless_data"),
+    "image trickled below the speed floor": (slow_image, "partial_bundle"),
+    "image missing on the server": (missing_image, "partial_bundle"),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_is_rejected_before_the_user_or_the_ecu_sees_it(tmp_path: Path, name: str):
+    attack, threat = ATTACKS[name]
+    with make_bench(tmp_path) as bench:
+        attack(bench)
+        bench.start_manager()
+        bench.manager.submit(campaign_args("OTA-EVIL", "6.6.6"))
+        kind, data = bench.records.terminal("OTA-EVIL", timeout=50)
+        assert (kind, data["threat"]) == ("ota.rejected", threat), data
+        assert data["message"]
+        assert not bench.records.of("ota.consent_requested", "OTA-EVIL")
+        consent_via_inbox(bench, "OTA-EVIL")           # a consent cannot revive it
+        assert not bench.programming_requests("eps")
+        assert not bench.programming_requests("dvr")
+        assert bench.ecus["eps"].versions()[0xF189] == "1.0.0"
+        # only a .part (kept for a Range resume) may stay; never an image ready to flash
+        assert not list((tmp_path / "downloads").glob("*eps*.bin")), "unverified image kept"
+
+
+def test_rollback_to_an_older_release_after_an_update(tmp_path: Path):
+    with make_bench(tmp_path) as bench:
+        bench.release("eps", EPS_V2, 5)
+        bench.start_manager()
+        bench.manager.submit(campaign_args("OTA-NEW", "2.0"))
+        bench.records.wait("ota.consent_requested", "OTA-NEW")
+        consent_via_inbox(bench, "OTA-NEW")
+        assert bench.records.terminal("OTA-NEW")[0] == "ota.completed"
+        requests_after_update = len(bench.programming_requests("eps"))
+        bench.release("eps", {"F189": "1.5.0", "F188": "SW-EPS-0150", "F195": "SUP-1.5.0"}, 4)
+        bench.manager.submit(campaign_args("OTA-OLD", "1.5"))
+        kind, data = bench.records.terminal("OTA-OLD")
+        assert (kind, data["threat"], data["ecu"]) == ("ota.rejected", "rollback", "eps")
+        assert len(bench.programming_requests("eps")) == requests_after_update
+        assert bench.ecus["eps"].versions()[0xF189] == "2.0.0"
