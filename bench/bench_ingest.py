@@ -4,15 +4,15 @@ Figures (CPU time, best of N runs, same process, same trace):
   offline   plain ``db.decode_message`` loop   vs  the analyze pipeline (all monitors,
             signed records into an in-memory journal)
   command   ``icv-agent analyze`` end to end   vs  a plain script: LogReader + decode
-  live      python-can ``recv`` + decode loop  vs  the agent's BusReader + pipeline threads
-            on python-can's virtual bus (thread CPU time of the receiving side only)
+  live      python-can ``recv`` + decode loop  vs  the agent's pipeline thread polling the
+            bus (one bus: no reader thread) on python-can's virtual bus (thread CPU time of
+            the receiving side only)
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import queue
 import subprocess
 import sys
 import tempfile
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent import config as agent_config  # noqa: E402
-from agent.ingest.buses import BusReader  # noqa: E402
+from agent.ingest.buses import BusLink  # noqa: E402
 from agent.ingest.cli import NullSink, offline_recorder  # noqa: E402
 from agent.monitors import ALL  # noqa: E402
 from agent.pipeline import Pipeline, TimeBase  # noqa: E402
@@ -130,30 +130,17 @@ def live(cfg: agent_config.AgentConfig, frames: list[can.Message]) -> tuple[floa
     rx.shutdown()
     baseline = cpu[0]
 
-    # agent: BusReader thread (recv + queue) + pipeline thread (decode, state, monitors)
+    # agent, one bus (the service's default): the pipeline thread polls the bus itself
     text = CONFIG.read_text().replace('channel = "icv-bench"', 'channel = "bench-live-agent"')
     text = text.replace('"../dbc/', f'"{ROOT}/dbc/').replace('"../.state/', f'"{ROOT}/.state/')
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "live.toml"
         path.write_text(text)
         lcfg = agent_config.load(path)
-    q: queue.SimpleQueue = queue.SimpleQueue()
-    reader = BusReader(0, lcfg.buses[0], q)
-    reader_cpu = [0.0]
-    original = reader._pump
-
-    def pump(bus: can.BusABC) -> None:
-        t0 = time.thread_time()
-        try:
-            original(bus)
-        finally:
-            reader_cpu[0] = time.thread_time() - t0
-
-    reader._pump = pump  # type: ignore[method-assign]
-    reader.start()
-    reader.opened.wait(5)
+    link = BusLink(lcfg.buses[0])
+    link.poll(0.0)  # opens the bus
     send_all("bench-live-agent")
-    pipe_cpu = [0.0]
+    agent_cpu = [0.0]
 
     def pipeline() -> None:
         tb = TimeBase("system")
@@ -161,18 +148,22 @@ def live(cfg: agent_config.AgentConfig, frames: list[can.Message]) -> tuple[floa
             rec = offline_recorder(lcfg, lcfg.key_path, tb, out)
             rec.time_source = "system"
             p = Pipeline(lcfg, rec, tb, ALL)
+            poll, feed = link.poll, p.feed
             t0 = time.thread_time()
-            for _ in range(n):
-                idx, m, t = q.get(timeout=5)
-                p.feed(idx, m, t)
-            pipe_cpu[0] = time.thread_time() - t0
+            got = 0
+            while got < n:
+                item = poll(1.0)
+                if item is None:
+                    break
+                feed(0, item[0], item[1])
+                got += 1
+            agent_cpu[0] = time.thread_time() - t0
 
     th = threading.Thread(target=pipeline)
     th.start()
     th.join()
-    reader.stop()
-    reader.join(5)
-    return baseline, reader_cpu[0] + pipe_cpu[0]
+    link.close()
+    return baseline, agent_cpu[0]
 
 
 def main() -> int:
@@ -200,7 +191,7 @@ def main() -> int:
               f"`icv-agent analyze` {c_agent:.2f} s | {c_agent / c_plain:.2f} |")
         l_plain, l_agent = live(cfg, frames)
         print(f"| live, receive-side CPU per frame | recv + decode {1e6 * l_plain / n:.2f} µs |"
-              f" BusReader + pipeline {1e6 * l_agent / n:.2f} µs | {l_agent / l_plain:.2f} |")
+              f" BusLink.poll + pipeline {1e6 * l_agent / n:.2f} µs | {l_agent / l_plain:.2f} |")
     return 0
 
 

@@ -77,8 +77,10 @@ class Agent:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log = config.parent / "agent.log"
+        self._log_offset = 0
 
     def start(self) -> Agent:
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "-v", "run", "--config", str(self.config)],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
@@ -97,7 +99,7 @@ class Agent:
 
     def wait_running(self, timeout: float = 30.0) -> bool:
         """Until the service says its buses are open (the log line before READY=1)."""
-        return wait_until(lambda: "running:" in self.log_text(), timeout)
+        return wait_until(lambda: "running:" in self.log_text()[self._log_offset:], timeout)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

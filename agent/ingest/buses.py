@@ -58,8 +58,92 @@ class BusCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+class BusLink:
+    """One bus, opened on demand and reopened with backoff after any failure.
+
+    ``poll()`` never raises and never blocks longer than its timeout, so the same link
+    serves a reader thread (several buses) or the pipeline thread itself (one bus: no
+    hand-off between threads per frame).
+    """
+
+    def __init__(self, setup: BusSetup):
+        self.setup = setup
+        self.counters = BusCounters()
+        self.bus: can.BusABC | None = None
+        self.opened = threading.Event()
+        self._delay = setup.config.reconnect_min_s
+        self._retry_at = 0.0
+        self._ever_opened = False
+
+    def poll(self, timeout: float) -> tuple[can.Message, float] | None:
+        """The next frame and its receive time on the monotonic clock, or None."""
+        bus = self.bus
+        if bus is None:
+            bus = self._open(timeout)
+            if bus is None:
+                return None
+        try:
+            msg = bus.recv(timeout)
+        except Exception as exc:  # adapter gone, interface down, driver error
+            self.counters.errors += 1
+            log.warning("bus %s: %s; reopening", self.setup.name, exc)
+            self.close()
+            self._retry_at = time.monotonic() + self._delay
+            return None
+        if msg is None:
+            return None
+        # The driver's receive timestamp (kernel time on SocketCAN) moved onto the
+        # monotonic clock: a reader that got the CPU late must not look like a gap on the
+        # bus. A bogus or jumped timestamp falls back to "now".
+        now = time.monotonic()
+        t = msg.timestamp - (time.time() - now)
+        if not now - 1.0 < t <= now:
+            t = now
+        if msg.is_error_frame:
+            self.counters.errors += 1
+            if msg.arbitration_id & CAN_ERR_BUSOFF:
+                self.counters.bus_off += 1
+                log.warning("bus %s: bus-off", self.setup.name)
+            return None
+        self.counters.received += 1
+        return msg, t
+
+    def _open(self, timeout: float) -> can.BusABC | None:
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, timeout))
+            return None
+        try:
+            self.bus = open_bus(self.setup)
+        except Exception as exc:  # python-can raises per-interface error types
+            self.counters.open_failures += 1
+            log.warning("bus %s: cannot open %s:%s (%s); retry in %.1f s", self.setup.name,
+                        self.setup.config.interface, self.setup.config.channel, exc,
+                        self._delay)
+            self._retry_at = time.monotonic() + self._delay * random.uniform(0.8, 1.2)
+            self._delay = min(self._delay * 2, self.setup.config.reconnect_max_s)
+            return None
+        if self._ever_opened:
+            self.counters.reconnects += 1
+            log.warning("bus %s: reconnected", self.setup.name)
+        self._ever_opened = True
+        self._delay = self.setup.config.reconnect_min_s
+        self.counters.connected = True
+        self.opened.set()
+        return self.bus
+
+    def close(self) -> None:
+        bus, self.bus = self.bus, None
+        self.counters.connected = False
+        if bus is not None:
+            try:
+                bus.shutdown()
+            except Exception:
+                pass
+
+
 class BusReader(threading.Thread):
-    """Reads one bus into ``out`` as ``(bus_index, msg, t_mono)``."""
+    """Reads one bus into ``out`` as ``(bus_index, msg, t_mono)`` (several-bus setups)."""
 
     def __init__(self, index: int, setup: BusSetup, out: queue.SimpleQueue, *,
                  recv_timeout: float = 0.5):
@@ -68,73 +152,20 @@ class BusReader(threading.Thread):
         self.setup = setup
         self.out = out
         self.recv_timeout = recv_timeout
-        self.counters = BusCounters()
-        self.bus: can.BusABC | None = None
-        self.opened = threading.Event()
+        self.link = BusLink(setup)
+        self.counters = self.link.counters
+        self.opened = self.link.opened
         self._stopping = threading.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
     def run(self) -> None:
-        delay = self.setup.config.reconnect_min_s
-        first = True
-        while not self._stopping.is_set():
-            try:
-                self.bus = open_bus(self.setup)
-            except Exception as exc:  # python-can raises per-interface error types
-                self.counters.open_failures += 1
-                log.warning("bus %s: cannot open %s:%s (%s); retry in %.1f s",
-                            self.setup.name, self.setup.config.interface,
-                            self.setup.config.channel, exc, delay)
-                self._stopping.wait(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.setup.config.reconnect_max_s)
-                continue
-            if not first:
-                self.counters.reconnects += 1
-                log.warning("bus %s: reconnected", self.setup.name)
-            first = False
-            delay = self.setup.config.reconnect_min_s
-            self.counters.connected = True
-            self.opened.set()
-            try:
-                self._pump(self.bus)
-            except Exception as exc:
-                self.counters.errors += 1
-                log.warning("bus %s: %s; reopening", self.setup.name, exc)
-            finally:
-                self.counters.connected = False
-                try:
-                    self.bus.shutdown()
-                except Exception:
-                    pass
-                self.bus = None
-            if not self._stopping.is_set():
-                self._stopping.wait(delay)
-
-    def _pump(self, bus: can.BusABC) -> None:
-        recv = bus.recv
-        put = self.out.put
-        index = self.index
-        mono = time.monotonic
-        wall = time.time
-        counters = self.counters
-        while not self._stopping.is_set():
-            msg = recv(self.recv_timeout)
-            if msg is None:
-                continue
-            # The driver's receive timestamp (kernel time on SocketCAN) moved onto the
-            # monotonic clock: a reader thread that got the CPU late must not look like a
-            # gap on the bus. A bogus or jumped timestamp falls back to "now".
-            now = mono()
-            t = msg.timestamp - (wall() - now)
-            if not now - 1.0 < t <= now:
-                t = now
-            if msg.is_error_frame:
-                counters.errors += 1
-                if msg.arbitration_id & CAN_ERR_BUSOFF:
-                    counters.bus_off += 1
-                    log.warning("bus %s: bus-off", self.setup.name)
-                continue
-            counters.received += 1
-            put((index, msg, t))
+        poll, put, index = self.link.poll, self.out.put, self.index
+        try:
+            while not self._stopping.is_set():
+                item = poll(self.recv_timeout)
+                if item is not None:
+                    put((index, item[0], item[1]))
+        finally:
+            self.link.close()

@@ -23,7 +23,7 @@ import psutil
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.ingest.buses import BusReader
+from agent.ingest.buses import BusLink, BusReader
 from agent.journal.outbox import Journal
 from agent.journal.recovery import open_state_db
 from agent.monitors import ALL
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 STATE_DB = "state.db"
 IDLE_WAIT_S = 0.05
 STATUS_EVERY_S = 5.0
+INLINE_BATCH = 512        # frames read inline before the loop's housekeeping runs
 
 
 class Service:
@@ -66,8 +67,12 @@ class Service:
                                  journal=self.journal, deliver=self._delivered)
         self.extras: dict[str, Any] = {}
         self.pipeline = Pipeline(cfg, self.recorder, self.timebase, ALL, extras=self.extras)
-        self.readers = [BusReader(i, setup, self.frames)
-                        for i, setup in enumerate(cfg.buses)]
+        # One bus (the usual gateway case): the pipeline thread reads it itself, no hand-off
+        # per frame. Several buses: one reader thread each, feeding one queue.
+        self.inline = BusLink(cfg.buses[0]) if len(cfg.buses) == 1 else None
+        self.readers = [] if self.inline else [BusReader(i, setup, self.frames)
+                                               for i, setup in enumerate(cfg.buses)]
+        self.links = [self.inline] if self.inline else [r.link for r in self.readers]
         self._stop = stop.event if stop is not None else threading.Event()
         self.stop_reason = ""
         self.proc = psutil.Process()
@@ -207,11 +212,16 @@ class Service:
             self.ota.start()
         for r in self.readers:
             r.start()
-        for r in self.readers:
-            r.opened.wait(5.0)
-        opened = sum(r.counters.connected for r in self.readers)
+        if self.inline is not None:
+            first = self.inline.poll(0.0)
+            if first is not None:
+                self.pipeline.feed(0, first[0], first[1])
+                self.frames_fed += 1
+        for link in self.links:
+            link.opened.wait(5.0)
+        opened = sum(link.counters.connected for link in self.links)
         self.notifier.ready(self.status_line())
-        log.info("running: %d/%d buses open", opened, len(self.readers))
+        log.info("running: %d/%d buses open", opened, len(self.links))
         try:
             self._loop()
         finally:
@@ -227,20 +237,30 @@ class Service:
         health_every = self.cfg.health.interval_s
         next_health = time.monotonic() + health_every
         backlog_limit = 50_000
+        poll = self.inline.poll if self.inline is not None else None
         while not self._stop.is_set():
-            try:
-                idx, msg, t = frames.get(timeout=IDLE_WAIT_S)
-                feed(idx, msg, t)
-                self.frames_fed += 1
-                while True:  # drain what is queued without re-arming the timeout
-                    try:
-                        idx, msg, t = frames.get_nowait()
-                    except queue.Empty:
-                        break
+            if poll is not None:
+                item = poll(IDLE_WAIT_S)
+                n = 0
+                while item is not None:  # what is waiting, then back to housekeeping
+                    feed(0, item[0], item[1])
+                    n += 1
+                    item = poll(0.0) if n < INLINE_BATCH else None
+                self.frames_fed += n
+            else:
+                try:
+                    idx, msg, t = frames.get(timeout=IDLE_WAIT_S)
                     feed(idx, msg, t)
                     self.frames_fed += 1
-            except queue.Empty:
-                pass
+                    while True:  # drain what is queued without re-arming the timeout
+                        try:
+                            idx, msg, t = frames.get_nowait()
+                        except queue.Empty:
+                            break
+                        feed(idx, msg, t)
+                        self.frames_fed += 1
+                except queue.Empty:
+                    pass
             now = time.monotonic()
             advance(now)
             while True:
@@ -283,14 +303,16 @@ class Service:
             self.uplink.stop()
         for r in self.readers:
             r.join(2.0)
+        if self.inline is not None:
+            self.inline.close()
         self.db.close()
         self.notifier.close()
 
     # -- observability -----------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
         buses = {}
-        for reader, dec in zip(self.readers, self.pipeline.decoders, strict=True):
-            buses[reader.setup.name] = {**reader.counters.as_dict(), **dec.counters.as_dict()}
+        for link, dec in zip(self.links, self.pipeline.decoders, strict=True):
+            buses[link.setup.name] = {**link.counters.as_dict(), **dec.counters.as_dict()}
         out: dict[str, Any] = {
             "buses": buses,
             "records": dict(self.recorder.counts),
@@ -309,11 +331,11 @@ class Service:
         return {**system_figures(self.state_dir, self.proc), "counters": self.counters()}
 
     def status_line(self) -> str:
-        frames = sum(r.counters.received for r in self.readers)
-        buses_up = sum(r.counters.connected for r in self.readers)
+        frames = sum(link.counters.received for link in self.links)
+        buses_up = sum(link.counters.connected for link in self.links)
         depth = sum(self.journal.depth().values())
         up = self.uplink.state if self.uplink is not None else "off"
-        return (f"buses {buses_up}/{len(self.readers)} up, {frames} frames, "
+        return (f"buses {buses_up}/{len(self.links)} up, {frames} frames, "
                 f"{sum(self.recorder.counts.values())} records, outbox {depth}, uplink {up}")
 
 
