@@ -182,3 +182,110 @@ def run_campaign(backend: Any, private_key: Ed25519PrivateKey, vin: str, args: d
             return out
     out["records"] = activity_records(backend.store.records(vin), activity)
     return out
+
+
+# -- ``icv-hil backend campaign init|run`` ---------------------------------------------------
+
+def register_cli(bsub: Any, broker_options: Any) -> None:
+    """Add ``campaign`` to ``icv-hil backend`` (``broker_options(parser)`` adds --host ...)."""
+    c = bsub.add_parser("campaign", help="bench OTA: repositories, images, signed campaign")
+    csub = c.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    i = csub.add_parser("init", help="keys + Director/Image repositories; print [ota] TOML")
+    i.add_argument("--ota-dir", type=Path, required=True)
+    i.add_argument("--url", default="http://127.0.0.1:8765",
+                   help="where 'campaign run' will serve the repositories")
+    i.set_defaults(func=_init_cmd)
+    r = csub.add_parser("run", help="assign an image, serve the repositories, send the "
+                                    "signed ota.campaign and wait for the verified outcome")
+    broker_options(r)
+    r.add_argument("--ota-dir", type=Path, required=True)
+    r.add_argument("--repo-port", type=int, default=8765,
+                   help="HTTP port for the repositories")
+    r.add_argument("--vin", required=True)
+    r.add_argument("--vehicle-key", type=Path, required=True,
+                   help="the vehicle's public (or device) key, to verify its records")
+    r.add_argument("--signing-key", type=Path, required=True, help="backend command key")
+    r.add_argument("--ecu", help="ECU to update (with --image)")
+    r.add_argument("--image", type=Path, help="image file (ICVI trailer, see docs/ota.md)")
+    r.add_argument("--hardware-id")
+    r.add_argument("--release-counter", type=int, default=1)
+    r.add_argument("--did", action="append", default=[], metavar="DID=VALUE",
+                   help="version read back after the flash (F189 required)")
+    r.add_argument("--activity-id", required=True)
+    r.add_argument("--version", dest="campaign_version", required=True)
+    r.add_argument("--purpose", default="Software update")
+    r.add_argument("--changes", default="See release notes")
+    r.add_argument("--duration", type=float, default=300.0)
+    r.add_argument("--unavailable", action="append", default=None, metavar="FUNCTION")
+    r.add_argument("--recall-number", default="")
+    r.add_argument("--timeout", type=float, default=600.0)
+    r.set_defaults(func=_run_cmd)
+
+
+def _init_cmd(args: Any) -> int:
+    ota = BenchOta.open_or_create(args.ota_dir)
+    print(ota.agent_section(args.url))
+    return 0
+
+
+def _run_cmd(args: Any) -> int:
+    import json
+    import sys
+
+    from agent.records.keys import KeyFileError, load_public_key
+    from hil.backend.broker import BrokerConfig, BrokerSetupError
+    from hil.backend.receiver import Backend
+    from hil.backend.sender import load_backend_key
+
+    try:
+        vehicle_key = load_public_key(args.vehicle_key)
+        signing = load_backend_key(args.signing_key)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ota = BenchOta.open_or_create(args.ota_dir)
+    if args.ecu:
+        if args.image is None or not args.hardware_id:
+            print("error: --ecu needs --image and --hardware-id", file=sys.stderr)
+            return 2
+        versions = dict(item.split("=", 1) for item in args.did if "=" in item)
+        if "F189" not in versions:
+            print("error: --did F189=VERSION is required", file=sys.stderr)
+            return 2
+        ota.release(args.vin, args.ecu, f"{args.ecu}/{args.image.name}", args.image,
+                    hardware_id=args.hardware_id, release_counter=args.release_counter,
+                    versions=versions)
+    server = ota.serve(port=args.repo_port)
+    broker = BrokerConfig(host=args.host, port=args.port, ca=args.ca or "",
+                          cert=args.cert or "", key=args.key or "", tls=not args.no_tls)
+    try:
+        backend = Backend(broker, args.ota_dir / "backend.db", {args.vin: vehicle_key},
+                          group="", persistent=False)
+        backend.start(timeout=20)
+    except BrokerSetupError as exc:
+        server.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_campaign(
+            backend, signing, args.vin,
+            campaign_args(args.activity_id, args.campaign_version, purpose=args.purpose,
+                          changes=args.changes, duration_s=args.duration,
+                          unavailable_functions=args.unavailable,
+                          recall=bool(args.recall_number), recall_number=args.recall_number),
+            timeout=args.timeout,
+            on_record=lambda r: print(f"#{r['seq']:<5} {r['type']:<24} "
+                                      f"{json.dumps(r['data'], ensure_ascii=False)[:110]}",
+                                      flush=True))
+    finally:
+        backend.close()
+        server.stop()
+    if not result["response"] or not result["response"].get("ok"):
+        print(f"campaign refused: {result['response']}", file=sys.stderr)
+        return 1
+    outcome = result["outcome"]
+    if outcome is None:
+        print(f"no outcome within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    print(f"outcome: {outcome['type']} {json.dumps(outcome['data'], ensure_ascii=False)[:300]}")
+    return 0 if outcome["type"] == "ota.completed" else 1

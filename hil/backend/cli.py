@@ -86,6 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the command expires after S seconds")
     c.set_defaults(func=send_cmd)
 
+    from hil.backend.campaign import register_cli
+
+    register_cli(bsub, _broker_options)
+
     k = bsub.add_parser("keygen", help="make a backend Ed25519 key pair for signing commands")
     k.add_argument("--out", type=Path, required=True, help="folder for <name>.key / <name>.pub")
     k.add_argument("--name", default="backend")

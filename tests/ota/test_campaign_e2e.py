@@ -26,6 +26,7 @@ from tests.live_agent import Agent, multicast_group, port_of, uplink_section, wa
 from tests.mqtt_broker import Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
+EPS_V3 = {"F189": "3.0.0", "F188": "SW-EPS-0300", "F195": "SUP-3.0.0"}
 
 
 def icv_agent(*args: str) -> subprocess.CompletedProcess[str]:
@@ -119,9 +120,31 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
             r["type"] == "ecu.versions" and r["data"]["reason"] == "ota"
             and r["data"]["dids"].get("F189") == "2.0.0" for r in backend.store.records(VIN)),
             20)
+        # owner app: a second campaign declined through the signed ota.consent command
+        ota.release(VIN, "eps", "eps/eps-3.0.0.bin",
+                    ecu_image(40 * 1024, EPS_V3, {"F191": EPS_IDENTITY["F191"]}, seed="v3"),
+                    hardware_id=EPS_IDENTITY["F191"], release_counter=3, versions=EPS_V3)
+        answers: list[Any] = []
+
+        def owner_declines(record: dict[str, Any]) -> None:
+            if record["type"] == "ota.consent_requested":
+                answers.append(backend.send_command(
+                    load_backend_key(private), VIN, "ota.consent",
+                    {"activity_id": "OTA-E2E-2", "decision": "decline"}))
+
+        second = run_campaign(backend, load_backend_key(private), VIN,
+                              campaign_args("OTA-E2E-2", "2026.2"), timeout=60,
+                              on_record=owner_declines)
+        assert answers and answers[0]["ok"], answers
+        assert second["outcome"]["type"] == "ota.failed", second
+        assert second["outcome"]["data"]["reason"] == "declined"
+        consent = next(r for r in second["records"] if r["type"] == "ota.consent")["data"]
+        assert (consent["decision"], consent["channel"]) == ("declined", "backend")
+        assert ecus["eps"].versions()[0xF189] == "2.0.0"
         history = icv_agent("ota", "history", "--config", str(cfg_path))
         assert history.returncode == 0, history.stderr
         assert "OTA-E2E-1" in history.stdout and "completed" in history.stdout
+        assert "OTA-E2E-2" in history.stdout and "declined" in history.stdout
         assert "chain OK" in history.stdout
         table = icv_agent("ecu", "versions", "--config", str(cfg_path))
         assert table.returncode == 0, table.stderr
