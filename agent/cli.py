@@ -20,14 +20,15 @@ FAMILIES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="icv-agent",
-        description="In-vehicle edge agent for L2 driver-assistance monitoring and OTA.")
+def build_parser(prog: str = "icv-agent",
+                 description: str = "In-vehicle edge agent for L2 driver-assistance "
+                                    "monitoring and OTA.",
+                 families: list[str] = FAMILIES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output on stderr (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in FAMILIES:
+    for name in families:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -39,8 +40,8 @@ def setup_logging(verbosity: int) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from agent import config as agent_config  # noqa: E402
 from agent.service.service import Service  # noqa: E402
+from hil.benchconfig import bench_config, uplink_section  # noqa: E402
 from hil.mosquitto import BrokerPKI, MosquittoBroker  # noqa: E402
 
 VIN = "LSJWH4098PN000001"
@@ -42,29 +43,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 def write_config(tmp: Path, broker: MosquittoBroker, pki: BrokerPKI) -> Path:
-    cert = pki.client(VIN)
-    text = (ROOT / "config" / "bench.toml").read_text()
-    text = text.replace('channel = "icv-bench"', 'channel = "bench-accident-latency"')
-    text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
-    text = text.replace('dir = "../.state/bench"', f'dir = "{tmp / "state"}"')
-    text += f"""
-[limits]
-accident_after_s = 0.3
-
-[health]
-interval_s = 3600.0
-
-[uplink]
-enabled = true
-host = "{broker.host}"
-port = {broker.port}
-ca = "{cert.ca}"
-cert = "{cert.cert}"
-key = "{cert.key}"
-"""
-    path = tmp / "agent.toml"
-    path.write_text(text)
-    return path
+    extra = "[limits]\naccident_after_s = 0.3\n\n[health]\ninterval_s = 3600.0\n"
+    extra += uplink_section(broker.host, broker.port, pki.client(VIN))
+    return bench_config(tmp / "agent.toml", channel="bench-accident-latency", extra=extra)
 
 
 class CrashSender(threading.Thread):

@@ -32,6 +32,7 @@ from agent.ingest.buses import BusLink  # noqa: E402
 from agent.ingest.cli import NullSink, offline_recorder  # noqa: E402
 from agent.monitors import ALL  # noqa: E402
 from agent.pipeline import Pipeline, TimeBase  # noqa: E402
+from hil.benchconfig import bench_config  # noqa: E402
 
 CONFIG = ROOT / "config" / "bench.toml"
 
@@ -131,11 +132,9 @@ def live(cfg: agent_config.AgentConfig, frames: list[can.Message]) -> tuple[floa
     baseline = cpu[0]
 
     # agent, one bus (the service's default): the pipeline thread polls the bus itself
-    text = CONFIG.read_text().replace('channel = "icv-bench"', 'channel = "bench-live-agent"')
-    text = text.replace('"../dbc/', f'"{ROOT}/dbc/').replace('"../.state/', f'"{ROOT}/.state/')
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "live.toml"
-        path.write_text(text)
+        path = bench_config(Path(tmp) / "live.toml", channel="bench-live-agent",
+                            state_dir=ROOT / ".state" / "bench")
         lcfg = agent_config.load(path)
     link = BusLink(lcfg.buses[0])
     link.poll(0.0)  # opens the bus

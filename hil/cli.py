@@ -1,51 +1,28 @@
-"""``icv-hil``: one entry point, one sub-module per subcommand family.
-
-Each family module exposes ``register(subparsers)``, which adds its parsers and sets
-``func(args) -> int`` on them; this file only collects them.
-"""
+"""``icv-hil``: the bench and HIL tools, built like ``icv-agent`` (one module per family,
+each exposing ``register(subparsers)``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
+
+from agent.cli import build_parser as _build_parser
+from agent.cli import main as _main
 
 FAMILIES = [
     "hil.trace.cli",         # scenario, replay
-    "hil.backend.cli",        # backend
+    "hil.backend.cli",       # backend (receive, summary, send, keygen, campaign)
     "hil.repo.cli",          # repo (bench Director + Image repositories)
+    "hil.ecu_sim.cli",       # ecu-sim (virtual ECU, UDS server on ISO-TP)
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="icv-hil",
-        description="Bench and HIL tools for icv-edge-agent.")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output on stderr (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in FAMILIES:
-        importlib.import_module(name).register(sub)
-    return parser
-
-
-def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * min(verbosity, 2)
-    # journald adds its own timestamps; the <N> prefix carries the syslog priority.
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    return _build_parser("icv-hil", "Bench and HIL tools for icv-edge-agent.", FAMILIES)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return _main(argv, build_parser())
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hil.benchconfig import bench_config, uplink_section
+
 ROOT = Path(__file__).resolve().parents[1]
 VIN = "LSJWH4098PN000001"
 
@@ -57,34 +59,13 @@ def free_udp_port() -> int:
 
 def agent_config(out: Path, broker: Any, cert: Any, backend_pub: Path, group: str,
                  port: int) -> Path:
-    text = (ROOT / "config" / "bench.toml").read_text()
-    text = text.replace('interface = "virtual"                 # python-can in-process bus',
-                        'interface = "udp_multicast"           # between processes')
-    text = text.replace('channel = "icv-bench"',
-                        f'channel = "{group}"\noptions = {{ port = {port} }}\n'
-                        'min_timeout_s = 0.25                  # software replay jitter')
-    text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
-    text = text.replace('dir = "../.state/bench"', f'dir = "{out / "state"}"')
-    text += f"""
-[health]
-interval_s = 15.0
-
-[uplink]
-enabled = true
-host = "{broker.host}"
-port = {broker.port}
-ca = "{cert.ca}"
-cert = "{cert.cert}"
-key = "{cert.key}"
-backoff_min_s = 0.2
-backoff_max_s = 2.0
-
-[commands]
-backend_keys = ["{backend_pub}"]
-"""
-    path = out / "agent.toml"
-    path.write_text(text)
-    return path
+    extra = "[health]\ninterval_s = 15.0\n" + uplink_section(
+        broker.host, broker.port, cert, backend_key=backend_pub, backoff_min_s=0.2,
+        backoff_max_s=2.0)
+    return bench_config(out / "agent.toml", interface="udp_multicast", channel=group,
+                        bus_lines=f"options = {{ port = {port} }}\n"
+                                  "min_timeout_s = 0.25                  # software replay jitter",
+                        state_dir=out / "state", extra=extra)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hil.benchconfig import bench_config
+from hil.benchconfig import uplink_section as bench_uplink
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "config" / "bench.toml"
 _groups = itertools.count(10)
@@ -42,33 +45,13 @@ def port_of(group: str) -> int:
 
 
 def write_config(tmp: Path, group: str, extra: str = "") -> Path:
-    text = BENCH.read_text()
-    text = text.replace('interface = "virtual"', 'interface = "udp_multicast"')
-    text = text.replace('channel = "icv-bench"',
-                        f'channel = "{group}"\noptions = {{ port = {port_of(group)} }}\n'
-                        'min_timeout_s = 0.25')
-    text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
-    text = text.replace('dir = "../.state/bench"', f'dir = "{tmp / "state"}"')
-    cfg = tmp / "agent.toml"
-    cfg.write_text(text + "\n" + extra)
-    return cfg
+    return bench_config(tmp / "agent.toml", interface="udp_multicast", channel=group,
+                        bus_lines=f"options = {{ port = {port_of(group)} }}\n"
+                                  "min_timeout_s = 0.25", extra=extra)
 
 
 def uplink_section(broker: Any, cert: Any, *, backend_key: Path | None = None) -> str:
-    text = f"""
-[uplink]
-enabled = true
-host = "{broker.host}"
-port = {broker.port}
-ca = "{cert.ca}"
-cert = "{cert.cert}"
-key = "{cert.key}"
-backoff_min_s = 0.1
-backoff_max_s = 0.5
-"""
-    if backend_key is not None:
-        text += f'\n[commands]\nbackend_keys = ["{backend_key}"]\n'
-    return text
+    return bench_uplink(broker.host, broker.port, cert, backend_key=backend_key)
 
 
 class Agent:
@@ -113,7 +96,7 @@ def replay(trace: Path, group: str, speed: float = 1.0) -> subprocess.CompletedP
 
 
 def make_trace(tmp: Path, scenario: Path | None = None) -> Path:
-    scenario = scenario or ROOT / "tests" / "data" / "e2e_drive.toml"
+    scenario = scenario or ROOT / "hil" / "scenarios" / "drive.toml"
     trace = tmp / "drive.log"
     subprocess.run([sys.executable, "-m", "hil.cli", "scenario", str(scenario), "--config",
                     str(BENCH), "-o", str(trace)], cwd=ROOT, check=True, capture_output=True)

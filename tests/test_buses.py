@@ -12,6 +12,7 @@ import can
 
 from agent import config as agent_config
 from agent.ingest.buses import BusReader
+from hil.benchconfig import bench_config
 from tests import flaky_bus
 from tests.live_agent import multicast_group, port_of
 
@@ -21,13 +22,8 @@ BENCH = ROOT / "config" / "bench.toml"
 
 def bench_with(tmp: Path, interface: str, channel: str,
                extra: str = "") -> agent_config.AgentConfig:
-    text = BENCH.read_text()
-    text = text.replace('interface = "virtual"', f'interface = "{interface}"')
-    text = text.replace('channel = "icv-bench"', f'channel = "{channel}"\n{extra}')
-    text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
-    cfg = tmp / "bench.toml"
-    cfg.write_text(text)
-    return agent_config.load(cfg)
+    return agent_config.load(bench_config(tmp / "bench.toml", interface=interface,
+                                          channel=channel, bus_lines=extra))
 
 
 def drain(q: queue.SimpleQueue, until: float) -> list:

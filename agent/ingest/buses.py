@@ -74,6 +74,7 @@ class BusLink:
         self._delay = setup.config.reconnect_min_s
         self._retry_at = 0.0
         self._ever_opened = False
+        self._last_t = 0.0
 
     def poll(self, timeout: float) -> tuple[can.Message, float] | None:
         """The next frame and its receive time on the monotonic clock, or None."""
@@ -99,6 +100,9 @@ class BusLink:
         t = msg.timestamp - (time.time() - now)
         if not now - 1.0 < t <= now:
             t = now
+        if t < self._last_t:  # the clock offset jitters by microseconds: keep time monotonic
+            t = self._last_t
+        self._last_t = t
         if msg.is_error_frame:
             self.counters.errors += 1
             if msg.arbitration_id & CAN_ERR_BUSOFF:
