@@ -41,6 +41,9 @@ class StateDB:
         if self.path is not None:
             self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        # A small page cache: the working set is the outbox tail and a few kv rows, and
+        # every connection's cache is resident memory on a unit with a 40 MB budget.
+        self.conn.execute("PRAGMA cache_size=-512")
         self.conn.executescript(SCHEMA)
 
     @contextmanager
