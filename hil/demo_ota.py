@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         version = time.strftime("%Y%m%d.%H%M%S")
         for n, ecu in enumerate(cfg.ecu):
-            hw = _current(cfg, ecu.name, "F191")
+            hw = _current(cfg, ecu.name, "F191") or _identity(ecu).get("F191", "")
             provides = {"F189": f"{version}.{n}", "F188": f"SW-{ecu.name.upper()}-{version}",
                         "F195": f"SUP-{ecu.name.upper()}-{version}"}
             counter = int(time.time())
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         for sim in sims:
             sim.stop()
+        if sims:
+            sims[0].notifier.stop()          # shared by all of them
         vehicle.stop()
         bus.shutdown()
 
@@ -203,21 +205,25 @@ def _current(cfg: AgentConfig, ecu: str, did: str) -> str:
         db.close()
 
 
+def _identity(ecu: Any) -> dict[str, str]:
+    """The virtual ECU's identity: config/ecu/<name>.toml when it exists."""
+    from hil.ecu_sim.settings import load_sim_config
+
+    example = Path(__file__).resolve().parents[1] / "config" / "ecu" / f"{ecu.name}.toml"
+    if example.exists():
+        return dict(load_sim_config(example).identity)
+    return {"F189": "1.0.0", "F191": f"HW-{ecu.name.upper()}"}
+
+
 def _start_ecus(cfg: AgentConfig, bus: can.BusABC) -> list[Any]:
     """Virtual ECUs for the config's [[ecu]] entries, identity from config/ecu/<name>.toml
     when it exists."""
     from hil.ecu_sim import VirtualEcu, VirtualEcuConfig
-    from hil.ecu_sim.settings import load_sim_config
 
-    root = Path(__file__).resolve().parents[1] / "config" / "ecu"
     notifier = can.Notifier(bus, [], timeout=0.1)
     sims = []
     for ecu in cfg.ecu:
-        identity = {"F189": "1.0.0", "F191": f"HW-{ecu.name.upper()}"}
-        example = root / f"{ecu.name}.toml"
-        if example.exists():
-            identity = load_sim_config(example).identity
-        sims.append(VirtualEcu(VirtualEcuConfig(ecu=ecu, identity=identity), bus,
+        sims.append(VirtualEcu(VirtualEcuConfig(ecu=ecu, identity=_identity(ecu)), bus,
                                notifier).start())
     return sims
 
