@@ -7,6 +7,7 @@ live anywhere.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,16 @@ def bench_config(path: Path, *, interface: str = "virtual", channel: str = "icv-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n" + extra)
     return path
+
+
+def ecu_entries(*names: str, bus: str = "chassis") -> str:
+    """``[[ecu]]`` tables for the agent, taken from the virtual ECUs' own files in
+    ``config/ecu/`` (their ``[ecu]`` table is the agent's entry, by design), all on ``bus``."""
+    out = []
+    for name in names:
+        text = (ROOT / "config" / "ecu" / f"{name}.toml").read_text()
+        start = text.index("\n[ecu]\n") + 1
+        end = text.index("\n[identity]\n")
+        table = re.sub(r'(?m)^bus = "[^"]*"', f'bus = "{bus}"', text[start + len("[ecu]"):end])
+        out.append("[[ecu]]" + table.rstrip() + "\n")
+    return "\n" + "\n".join(out)

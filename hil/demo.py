@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hil.benchconfig import bench_config, uplink_section
+from hil.benchconfig import bench_config, ecu_entries, uplink_section
 
 ROOT = Path(__file__).resolve().parents[1]
 VIN = "LSJWH4098PN000001"
@@ -51,6 +51,12 @@ def current_quarter(tz: str = "Asia/Shanghai") -> str:
     return f"{now.year}Q{(now.month - 1) // 3 + 1}"
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -58,18 +64,20 @@ def free_udp_port() -> int:
 
 
 def agent_config(out: Path, broker: Any, cert: Any, backend_pub: Path, group: str,
-                 port: int) -> Path:
+                 port: int, ota_section: str) -> Path:
     extra = "[health]\ninterval_s = 15.0\n" + uplink_section(
         broker.host, broker.port, cert, backend_key=backend_pub, backoff_min_s=0.2,
-        backoff_max_s=2.0)
+        backoff_max_s=2.0) + "\n" + ota_section + ecu_entries("eps", "dvr")
     return bench_config(out / "agent.toml", interface="udp_multicast", channel=group,
                         bus_lines=f"options = {{ port = {port} }}\n"
-                                  "min_timeout_s = 0.25                  # software replay jitter",
+                                  "min_timeout_s = 0.5                   # software replay jitter",
                         state_dir=out / "state", extra=extra)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hil import demo_ota
     from hil.backend import Backend, BrokerConfig, format_summaries, keygen, load_backend_key
+    from hil.backend.campaign import BenchOta
     from hil.mosquitto import BrokerPKI, MosquittoBroker
 
     out = ROOT / "out" / "demo"
@@ -88,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
     backend = None
     try:
         group, port = "239.74.163.200", free_udp_port()
-        _, backend_pub, key_id = keygen(out / "backend-keys")
-        cfg = agent_config(out, broker, pki.client(VIN), backend_pub, group, port)
+        backend_key, backend_pub, key_id = keygen(out / "backend-keys")
+        ota = BenchOta.open_or_create(out / "ota")
+        repo_port = free_tcp_port()
+        cfg = agent_config(out, broker, pki.client(VIN), backend_pub, group, port,
+                           ota.agent_section(f"http://127.0.0.1:{repo_port}"))
         subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(cfg)], check=True)
         subprocess.run([sys.executable, "-m", "agent.cli", "keys", "generate", "--config",
                         str(cfg)], check=True, stdout=subprocess.DEVNULL)
@@ -126,6 +137,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(response, indent=2, ensure_ascii=False)[:1500] if response
               else "no response")
 
+        say("OTA: a signed campaign, Uptane verification, consent, UDS flash of two ECUs")
+        ocert = pki.client("icv-ota-backend")
+        ota_rc = demo_ota.main([
+            "--config", str(cfg), "--ota-dir", str(out / "ota"), "--repo-port",
+            str(repo_port), "--signing-key", str(backend_key), "--host", broker.host,
+            "--port", str(broker.port), "--ca", str(ocert.ca), "--cert", str(ocert.cert),
+            "--key", str(ocert.key), "--timeout", "240"])
+        subprocess.run([sys.executable, "-m", "agent.cli", "ecu", "versions", "--config",
+                        str(cfg)], check=False)
+
         say("stop the agent (SIGTERM: flush, offline status)")
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
@@ -135,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nbackend key {key_id}; records in {out / 'backend.db'}; "
               f"agent log {out / 'agent.log'}")
         ok = all(s.ok for s in backend.summaries())
-        return 0 if ok else 1
+        return 0 if ok and ota_rc == 0 else 1
     finally:
         if agent is not None and agent.poll() is None:
             agent.kill()
