@@ -1,0 +1,176 @@
+"""Helpers of the vcan suite: agent configs on SocketCAN, can-utils, records from state.db."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.live_agent import BENCH, ROOT, Agent, wait_until
+
+DATA = Path(__file__).resolve().parent / "data"
+DRIVE = DATA / "drive.toml"
+# What the monitors report about the drive (not the agent's own bookkeeping).
+MONITOR_PREFIXES = ("cda.", "safety.", "driver.", "accident.", "selfcheck.")
+# A VM under software emulation is slow: generous waits, never a timing assertion.
+SLOW = 120.0
+
+
+def write_config(tmp: Path, channel: str = "vcan0", *, fd: bool = False,
+                 name: str = "agent.toml") -> Path:
+    """config/bench.toml on SocketCAN ``channel``, state in ``tmp``, health every 0.5 s."""
+    text = BENCH.read_text()
+    bus = (f'interface = "socketcan"\nchannel = "{channel}"\n'
+           f"fd = {'true' if fd else 'false'}\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0")
+    text = text.replace('interface = "virtual"                 # python-can in-process bus\n'
+                        'channel = "icv-bench"', bus)
+    assert 'channel = "icv-bench"' not in text, "config/bench.toml changed: update write_config"
+    text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
+    text = text.replace('dir = "../.state/bench"', f'dir = "{tmp / "state"}"')
+    cfg = tmp / name
+    cfg.write_text(text + "\n[health]\ninterval_s = 0.5\n")
+    return cfg
+
+
+@contextmanager
+def running_agent(cfg: Path) -> Iterator[Agent]:
+    """``icv-agent run`` until the block ends, then SIGTERM; it must stop cleanly."""
+    agent = Agent(cfg).start()
+    try:
+        assert agent.wait_running(SLOW), f"agent did not start:\n{agent.log_text()}"
+        yield agent
+        assert agent.proc is not None and agent.proc.poll() is None, \
+            f"agent died:\n{agent.log_text()}"
+        assert agent.stop(signal.SIGTERM, timeout=SLOW) == 0, agent.log_text()
+    finally:
+        agent.kill()
+
+
+def _query(state_dir: Path, sql: str) -> list[dict[str, Any]]:
+    db = state_dir / "state.db"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = con.execute(sql).fetchall()
+    except sqlite3.OperationalError:       # tables not created yet
+        return []
+    finally:
+        con.close()
+    return [json.loads(p) for (p,) in rows]
+
+
+def records(state_dir: Path) -> list[dict[str, Any]]:
+    """Every record in the journal, in sequence order (no uplink: nothing leaves)."""
+    return _query(state_dir, "SELECT payload FROM outbox ORDER BY seq")
+
+
+def health(state_dir: Path, bus: str = "chassis") -> dict[str, Any] | None:
+    """Counters of ``bus`` in the latest agent.health record."""
+    last = _query(state_dir, "SELECT payload FROM outbox WHERE type = 'agent.health' "
+                             "ORDER BY seq DESC LIMIT 1")
+    return last[0]["data"]["counters"]["buses"][bus] if last else None
+
+
+def wait_counters(state_dir: Path, predicate: Any, what: str, timeout: float = SLOW
+                  ) -> dict[str, Any]:
+    """The first health counters for which ``predicate`` holds (polled gently: the VM has
+    two slow CPUs, and the agent needs one of them)."""
+    seen: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        c = health(state_dir)
+        if c is not None:
+            seen[:] = [c]
+        return c is not None and bool(predicate(c))
+
+    assert wait_until(check, timeout, every=1.0), f"{what}: last counters {seen}"
+    return seen[0]
+
+
+def monitor_records(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in recs if r["type"].startswith(MONITOR_PREFIXES)]
+
+
+def cansend(channel: str, *frames: str) -> None:
+    for frame in frames:
+        subprocess.run(["cansend", channel, frame], check=True, capture_output=True,
+                       timeout=SLOW)
+
+
+def ip_link(*args: str) -> None:
+    proc = subprocess.run(["ip", "link", *args], capture_output=True, text=True, timeout=SLOW)
+    assert proc.returncode == 0, f"ip link {' '.join(args)}: {proc.stderr}"
+
+
+def make_trace(tmp: Path, scenario: Path = DRIVE) -> Path:
+    """The scenario as a candump .log on channel "icv-bench" (the bench config's)."""
+    trace = tmp / "drive.log"
+    proc = subprocess.run([sys.executable, "-m", "hil.cli", "scenario", str(scenario),
+                           "--config", str(BENCH), "-o", str(trace)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=SLOW)
+    assert proc.returncode == 0, proc.stderr
+    return trace
+
+
+def analyze(cfg: Path, *traces: Path) -> list[dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "analyze", "--config", str(cfg),
+                           *map(str, traces)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@contextmanager
+def candump_log(tmp: Path, channel: str) -> Iterator[list[Path]]:
+    """``candump -l CHANNEL`` in ``tmp`` while the block runs; yields [the log file]."""
+    before = set(tmp.glob("candump-*.log"))
+    proc = subprocess.Popen(["candump", "-l", channel], cwd=tmp,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out: list[Path] = []
+    try:
+        assert wait_until(lambda: set(tmp.glob("candump-*.log")) - before or
+                          proc.poll() is not None, 30), "candump wrote no log file"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        yield out
+    finally:
+        proc.send_signal(signal.SIGINT)      # candump flushes and closes its log on SIGINT
+        proc.wait(30)
+    out[:] = sorted(set(tmp.glob("candump-*.log")) - before)
+
+
+def same_value(a: Any, b: Any, tol: float = 0.05) -> bool:
+    """Equal; numbers within ``tol`` (relative or absolute) and timestamps within ``tol`` s.
+
+    The live agent moves each frame's kernel timestamp onto the monotonic clock; the
+    offline run reads the same kernel timestamp from the candump log. The two differ by
+    the microseconds between two clock reads, which can show in the last digit."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(a - b) <= max(tol, tol * max(abs(a), abs(b)))
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        try:
+            ta = datetime.fromisoformat(a.replace("Z", "+00:00"))
+            tb = datetime.fromisoformat(b.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return abs((ta - tb).total_seconds()) <= tol
+    return a == b
+
+
+def wait_quiet(seconds: float) -> None:
+    """Let the monitors see the end of a trace (timeouts run on the agent's clock)."""
+    time.sleep(seconds)

@@ -1,0 +1,130 @@
+"""``icv-agent run`` on a real SocketCAN interface (vcan0): kernel acceptance filters,
+traces replayed by can-utils and by ``icv-hil replay``, candump logs analysed offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.config import load
+from agent.ingest.trace import read_trace
+from tests.live_agent import ROOT
+from tests.vcan.can_bench import (
+    SLOW,
+    analyze,
+    candump_log,
+    cansend,
+    make_trace,
+    monitor_records,
+    records,
+    running_agent,
+    same_value,
+    wait_counters,
+    write_config,
+)
+
+EXPECTED = ["cda.activated", "safety.aeb", "safety.fcw", "cda.deactivated"]
+
+
+def kernel_filters(channel: str) -> dict[int, tuple[int, int]]:
+    """can_id -> (mask, matches) of the raw-socket filters the kernel holds for ``channel``."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/net/can/rcvlist_fil").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 7 and parts[0] == channel and parts[6] == "raw":
+            out[int(parts[1], 16)] = (int(parts[2], 16), int(parts[5]))
+    return out
+
+
+def receives_everything(channel: str) -> bool:
+    """A socket without filters on ``channel`` (it sits in the kernel's rx_all list)."""
+    text = Path("/proc/net/can/rcvlist_all").read_text()
+    return any(line.split()[:1] == [channel] for line in text.splitlines())
+
+
+def test_kernel_filters_keep_unmapped_frames_out(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    mapped = {k for k in load(cfg).buses[0].plans}
+    assert 0x125 in mapped and 0x124 not in mapped and 0x7FF not in mapped
+    unmapped = ["7FF#00", "001#0102", "124#0011223344556677",
+                "00000125#0011223344556677",           # 29-bit id with a mapped 11-bit value
+                "18DAF110#0210030000000000"]
+    speeds = [f"125#{bytes([i] * 8).hex().upper()}" for i in range(1, 6)]
+    with running_agent(cfg):
+        filters = kernel_filters("vcan0")
+        # Exactly the mapped ids, 11-bit only (CAN_EFF_FLAG in the mask), and no socket
+        # of the agent that takes every frame.
+        assert set(filters) == mapped
+        assert {mask for mask, _ in filters.values()} == {0x800007FF}
+        assert not receives_everything("vcan0")
+        with candump_log(tmp_path, "vcan0") as logs:
+            cansend("vcan0", *unmapped, *speeds)
+            counters = wait_counters(tmp_path / "state", lambda c: c["received"] >= 5,
+                                     "mapped frames received")
+        assert kernel_filters("vcan0")[0x125][1] == 5
+    on_bus = list(read_trace(logs[0]))
+    assert len(on_bus) == len(unmapped) + len(speeds)       # all of them were on vcan0
+    final = [r for r in records(tmp_path / "state") if r["type"] == "agent.health"]
+    last = final[-1]["data"]["counters"]["buses"]["chassis"]
+    for c in (counters, last):
+        assert c["received"] == 5 and c["frames"] == 5
+        assert c["unmapped"] == 0
+        assert c["decoded"] + c["skipped"] == 5 and c["decoded"] >= 1
+        assert c["errors"] == 0 and c["reconnects"] == 0
+
+
+def _replayed_run(tmp_path: Path, trace: Path, send: list[str]
+                  ) -> tuple[list[dict], list[Path]]:
+    """Run the agent on vcan0 while ``send`` plays ``trace``; candump logs alongside."""
+    frames = sum(1 for _ in read_trace(trace))
+    cfg = write_config(tmp_path)
+    with running_agent(cfg), candump_log(tmp_path, "vcan0") as logs:
+        proc = subprocess.run(send, cwd=ROOT, capture_output=True, text=True, timeout=SLOW)
+        assert proc.returncode == 0, proc.stderr
+        counters = wait_counters(tmp_path / "state", lambda c: c["frames"] >= frames,
+                                 f"all {frames} frames through the pipeline")
+    assert counters["received"] == frames and counters["unmapped"] == 0
+    return records(tmp_path / "state"), logs
+
+
+def test_canplayer_trace_gives_events_and_candump_log_the_same_records(tmp_path: Path
+                                                                      ) -> None:
+    trace = make_trace(tmp_path)
+    offline = monitor_records(analyze(write_config(tmp_path, name="offline.toml"), trace))
+    assert [r["type"] for r in offline] == EXPECTED
+
+    recs, logs = _replayed_run(tmp_path, trace,
+                               ["canplayer", "-I", str(trace), "vcan0=icv-bench"])
+
+    live = monitor_records(recs)
+    assert [r["type"] for r in live] == EXPECTED
+    assert len(logs) == 1
+    # The log candump wrote while the agent ran gives the same records offline.
+    again = monitor_records(analyze(write_config(tmp_path, name="again.toml"), logs[0]))
+    assert [r["type"] for r in again] == [r["type"] for r in live]
+    for a, b in zip(live, again, strict=True):
+        assert same_value(a["data"], b["data"]), (a, b)
+    # And the same values as the scenario trace itself (its clock starts elsewhere).
+    for a, b in zip(live, offline, strict=True):
+        assert same_value(_no_times(a["data"]), _no_times(b["data"])), (a, b)
+
+
+def test_icv_hil_replay_onto_socketcan_gives_events(tmp_path: Path) -> None:
+    trace = make_trace(tmp_path)
+    offline = monitor_records(analyze(write_config(tmp_path, name="offline.toml"), trace))
+
+    recs, _ = _replayed_run(tmp_path, trace,
+                            ["nice", "-n", "19",
+                             sys.executable, "-m", "hil.cli", "replay", str(trace),
+                             "--interface", "socketcan", "--channel", "vcan0", "--quiet"])
+
+    live = monitor_records(recs)
+    assert [r["type"] for r in live] == [r["type"] for r in offline] == EXPECTED
+    for a, b in zip(live, offline, strict=True):
+        assert same_value(_no_times(a["data"]), _no_times(b["data"])), (a, b)
+
+
+def _no_times(data: dict) -> dict:
+    """Record data without wall-clock instants ("start": when it happened)."""
+    return {k: v for k, v in data.items() if k != "start"}
