@@ -141,7 +141,7 @@ class Pipeline:
         for dec in self.decoders:
             for ms in dec.expired(t):
                 for b in ms.plan.bindings:
-                    slot = self.state.expire(b, t)
+                    slot = self.state.expire(b, t, ms.seen)
                     if slot is not None:
                         for fn in self._watchers.get(slot.name, ()):
                             fn(slot.name, None, t)

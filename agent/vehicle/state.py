@@ -66,10 +66,13 @@ class VehicleState:
         self.history.add(slot.name, t, value)
         return slot
 
-    def expire(self, binding: Binding, t: float) -> Slot | None:
-        """A source went stale: its value is unknown now. Return the slot if the canonical
-        signal as a whole became stale (no other source still knows it)."""
+    def expire(self, binding: Binding, t: float, seen: float | None = None) -> Slot | None:
+        """A source went stale (its message was last seen at ``seen``): its value is unknown
+        now. Return the slot if the canonical signal as a whole became stale (no other
+        source still knows it)."""
         slot = self.slots[binding.canonical]
+        if seen is not None:
+            slot.last_seen = seen
         slot.ranks[binding.rank] = None
         value = next((v for v in slot.ranks if v is not None), None)
         if value is not None:

@@ -10,6 +10,12 @@ Scenario file (TOML)::
     [[step]]
     at = 5.0
     ramp = { "Vehicle.Speed" = [100.0, 10.0] }   # to 100 km/h over 10 s, linearly
+    [[step]]
+    at = 20.0
+    mute = ["Vehicle.Driver.IsEyesOnRoad"]       # its message stops (ECU silent, wire cut)
+    [[step]]
+    at = 22.0
+    unmute = ["Vehicle.Driver.IsEyesOnRoad"]
 
 Values hold until changed. Every mapped message is sent at its DBC cycle time with alive
 counters advancing. ``Vehicle.TraveledDistance`` (if mapped and never set after t = 0)
@@ -40,6 +46,9 @@ class Step:
     at: float
     set: dict[str, Any] = field(default_factory=dict)
     ramp: dict[str, list[float]] = field(default_factory=dict)
+    # Canonical signals whose messages stop being sent (mute) or come back (unmute).
+    mute: list[str] = field(default_factory=list)
+    unmute: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +93,10 @@ def load_scenario(path: Path) -> Scenario:
                 step.set[name] = spec.coerce(value)
             except ValueError as exc:
                 problems.add(path, f"step[{i}].set.{name}", str(exc))
+        for key, names in (("mute", step.mute), ("unmute", step.unmute)):
+            for j, name in enumerate(names):
+                if name not in CATALOGUE:
+                    problems.add(path, f"step[{i}].{key}[{j}]", "not a canonical signal")
         for name, value in step.ramp.items():
             spec = CATALOGUE.get(name)
             if spec is None or spec.kind != FLOAT:
@@ -101,6 +114,7 @@ class Timeline:
     def __init__(self, sc: Scenario):
         self.sc = sc
         self.values: dict[str, Any] = {}
+        self.muted: set[str] = set()
         self.ramps: dict[str, tuple[float, float, float, float]] = {}  # t0, v0, t1, v1
         self._i = 0
         self._last_t = 0.0
@@ -118,6 +132,8 @@ class Timeline:
             for name, (target, seconds) in step.ramp.items():
                 v0 = float(self.values.get(name, 0.0))
                 self.ramps[name] = (step.at, v0, step.at + seconds, float(target))
+            self.muted.update(step.mute)
+            self.muted.difference_update(step.unmute)
             self._i += 1
         for name, (t0, v0, t1, v1) in list(self.ramps.items()):
             if t >= t1:
@@ -153,7 +169,9 @@ def generate(cfg: AgentConfig, sc: Scenario, out: Path) -> int:
             enc = encoders[b]
             me = enc.messages[m]
             wanted = timeline.at(t)
-            for frame_id, data, ext, fd in enc.frames(wanted, [me]):
+            silent = timeline.muted and any(b.canonical in timeline.muted
+                                            for b in me.plan.bindings)
+            for frame_id, data, ext, fd in [] if silent else enc.frames(wanted, [me]):
                 writer.on_message_received(can.Message(
                     timestamp=t0 + t, arbitration_id=frame_id, data=data,
                     is_extended_id=ext, is_fd=fd, channel=cfg.buses[b].config.channel))
