@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 FAMILIES = [
@@ -33,11 +34,26 @@ def build_parser(prog: str = "icv-agent",
     return parser
 
 
+class JournaldFormatter(logging.Formatter):
+    """``<N>`` syslog priority prefix (journald reads it, ``SyslogLevelPrefix=``); no
+    timestamps, journald adds its own."""
+
+    PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+                logging.DEBUG: 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in self.PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        return f"<{self.PRIORITY[level]}>{super().format(record)}"
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity, 2)
-    # journald adds its own timestamps; the <N> prefix carries the syslog priority.
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    # Under systemd, stderr goes to the journal (JOURNAL_STREAM is set): tag priorities.
+    under_journald = bool(os.environ.get("JOURNAL_STREAM"))
+    handler.setFormatter(JournaldFormatter(fmt) if under_journald else logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:

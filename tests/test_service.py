@@ -46,7 +46,8 @@ def test_sd_notify_ready_watchdog_status_and_clean_stop(tmp_path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     cfg = write_config(tmp_path, multicast_group(), "[health]\ninterval_s = 0.5\n")
-    agent = Agent(cfg, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
+    agent = Agent(cfg, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000",
+                            "JOURNAL_STREAM": "8:12345"})
     agent.start()
     try:
         first = notifications(sock, time.monotonic() + 20)[:1]
@@ -60,6 +61,8 @@ def test_sd_notify_ready_watchdog_status_and_clean_stop(tmp_path: Path) -> None:
         assert agent.stop(signal.SIGTERM, timeout=20) == 0
         tail = notifications(sock, time.monotonic() + 1)
         assert any(m.get("STOPPING") == "1" for m in tail), tail
+        # under systemd the log lines carry their syslog priority for journald
+        assert "<6>INFO agent.service.service: running" in agent.log_text()
     finally:
         agent.kill()
         sock.close()
