@@ -8,12 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from hil.benchconfig import bench_config
 from hil.benchconfig import uplink_section as bench_uplink
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "config" / "bench.toml"
@@ -113,14 +113,6 @@ def chain_state(state_dir: Path) -> dict[str, Any]:
     finally:
         con.close()
 
-
-def wait_until(predicate: Any, timeout: float, every: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return bool(predicate())
 
 
 __all__ = ["Agent", "chain_state", "make_trace", "multicast_group", "replay", "signal",

@@ -40,6 +40,8 @@ from hil.backend import (
     send_command,
 )
 from hil.backend.store import missing_ranges, subtract
+from tests.helpers import SAMPLE
+from tests.helpers import wait_until as _wait_until
 from tests.mqtt_broker import ClientCert, MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,15 +49,6 @@ VIN = "LSVTEST0000000001"
 VIN_B = "LSVTEST0000000002"
 VIN_UNKNOWN = "LSVTEST0000000009"
 
-SAMPLE: dict[str, dict[str, Any]] = {
-    "accident.trigger": {"trigger": "airbag", "cda_in_use_5s": True, "cda_in_use_30s": True,
-                         "speed": 42.0, "location": None,
-                         "report_deadline": "2025-01-02T00:00:00.000Z"},
-    "accident.record": {"samples": []},
-    "safety.aeb": {"speed": 30.0, "cda_state": "ACTIVE", "duration_s": 1.2},
-    "ecu.versions": {"ecu": "brake", "dids": {"F189": "1.0"}},
-    "agent.health": {"cpu": 1.0},
-}
 # 12 records: health and AEB first, the accident late (so lanes reorder the upload)
 MIX = ["agent.health", "safety.aeb", "agent.health", "ecu.versions", "safety.aeb",
        "agent.health", "agent.health", "safety.aeb", "accident.trigger", "accident.record",
@@ -160,12 +153,7 @@ def publisher(mqtt_broker: MosquittoBroker) -> Iterator[Publisher]:
 
 
 def wait_until(predicate: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
+    return _wait_until(predicate, timeout, every=0.02)
 
 
 def start_backend(broker: MosquittoBroker, db: Path, keys: Any, **kw: Any) -> Backend:

@@ -21,20 +21,11 @@ from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey, load_public_key
 from agent.records.verify import verify_records
+from tests.helpers import SAMPLE
 
 VIN = "LSVTEST0000000001"
 ROOT = Path(__file__).resolve().parents[1]
 
-SAMPLE: dict[str, dict[str, Any]] = {
-    "accident.trigger": {"trigger": "airbag", "cda_in_use_5s": True, "cda_in_use_30s": True,
-                         "speed": 42.0, "location": None,
-                         "report_deadline": "2025-01-02T00:00:00.000Z"},
-    "accident.record": {"samples": []},
-    "safety.aeb": {"speed": 30.0, "cda_state": "ACTIVE", "duration_s": 1.2},
-    "ecu.versions": {"ecu": "brake", "dids": {"F189": "1.0"}},
-    "stats.period": {"period": "2025Q1"},
-    "agent.health": {"cpu": 1.0},
-}
 
 
 def append(db: StateDB, journal: Journal, chain: RecordChain, types: list[str],

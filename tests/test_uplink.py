@@ -23,6 +23,7 @@ from agent.records.keys import DeviceKey
 from agent.records.verify import verify_records
 from agent.uplink.client import CONNECTING, ONLINE, Uplink, backoff_delay
 from agent.uplink.settings import UplinkConfig
+from tests.helpers import SAMPLE
 from tests.mqtt_broker import ClientCert, MosquittoBroker, Subscriber
 from tests.record_schema import assert_valid_record
 
@@ -31,16 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EVENTS = f"icv/{VIN}/events/#"
 STATUS = f"icv/{VIN}/status"
 
-SAMPLE: dict[str, dict[str, Any]] = {
-    "accident.trigger": {"trigger": "airbag", "cda_in_use_5s": True, "cda_in_use_30s": True,
-                         "speed": 42.0, "location": None,
-                         "report_deadline": "2025-01-02T00:00:00.000Z"},
-    "accident.record": {"samples": []},
-    "safety.aeb": {"speed": 30.0, "cda_state": "ACTIVE", "duration_s": 1.2},
-    "ecu.versions": {"ecu": "brake", "dids": {"F189": "1.0"}},
-    "stats.period": {"period": "2025Q1"},
-    "agent.health": {"cpu": 1.0},
-}
 MIX = ["agent.health", "safety.aeb", "stats.period", "ecu.versions", "accident.record",
        "safety.aeb", "accident.trigger", "agent.health"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from agent.ota.settings import EcuConfig
 from hil.backend.campaign import BenchOta, ecu_image
 from hil.ecu_sim import SimConfig, VirtualEcu, VirtualEcuConfig
 from hil.repo import RepoServer
+from tests.helpers import wait_until  # noqa: F401  (the campaign tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 VIN = "LSJWH4098PN000001"          # the VIN of config/bench.toml
@@ -262,11 +262,3 @@ def consent_via_inbox(bench: Bench, activity: str, accept: bool = True) -> None:
     finally:
         db.close()
 
-
-def wait_until(predicate: Any, timeout: float, every: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return bool(predicate())
