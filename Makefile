@@ -30,3 +30,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .state out
+
+# The tests/vcan suite in a qemu VM with a real SocketCAN stack (docs/vcan.md). Needs
+# qemu-system-x86, busybox-static, cpio, kmod, iproute2 and can-utils; the kernel comes
+# from Debian's linux-image-amd64 (apt-get download) and is cached in .cache/vcan-vm/.
+.PHONY: test-vcan
+test-vcan: $(STAMP)
+	$(PY) -m hil.vcan_vm build
+	$(PY) -m hil.vcan_vm run --timing --timeout 1500 -- \
+		python -m pytest -p no:cacheprovider tests/vcan

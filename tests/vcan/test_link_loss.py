@@ -10,6 +10,7 @@ from tests.vcan.can_bench import (
     ip_link,
     records,
     running_agent,
+    send_until,
     wait_counters,
     write_config,
 )
@@ -32,9 +33,9 @@ def test_agent_survives_link_down_and_interface_recreated(tmp_path: Path) -> Non
             down = wait_counters(state, lambda c: c["errors"] >= 1 and c["reconnects"] >= 1,
                                  "read error counted and bus reopened after link down")
             ip_link("set", "vcan0", "up")
-            cansend("vcan0", speed_frame(2))
-            up = wait_counters(state, lambda c: c["decoded"] == 2, "decoded after link up")
-            assert up["connected"] and up["received"] == 2
+            up = send_until(state, "vcan0", lambda c: c["decoded"] >= 2,
+                            "decoded after link up")
+            assert up["connected"]
 
             ip_link("delete", "vcan0")
             gone = wait_counters(state, lambda c: c["open_failures"] >= 1 and
@@ -42,21 +43,18 @@ def test_agent_survives_link_down_and_interface_recreated(tmp_path: Path) -> Non
             ip_link("add", "dev", "vcan0", "type", "vcan")
             ip_link("set", "vcan0", "mtu", "16")          # classic CAN, as the VM made it
             ip_link("set", "vcan0", "up")
-            back = wait_counters(state, lambda c: c["connected"] and
-                                 c["reconnects"] > gone["reconnects"], "reconnected")
-            cansend("vcan0", speed_frame(3))
-            again = wait_counters(state, lambda c: c["decoded"] == 3,
-                                  "decoded on the new vcan0")
+            back = send_until(state, "vcan0", lambda c: c["decoded"] > up["decoded"],
+                              "decoded on the new vcan0")
             assert agent.proc is not None and agent.proc.poll() is None
     finally:
         if not Path("/sys/class/net/vcan0").exists():   # leave vcan0 for the other tests
             ip_link("add", "dev", "vcan0", "type", "vcan")
             ip_link("set", "vcan0", "mtu", "16")
         ip_link("set", "vcan0", "up")
-    assert down["errors"] >= 1
-    assert gone["errors"] >= down["errors"] + 1         # the delete broke the open socket
-    assert back["reconnects"] >= down["reconnects"] + 1
-    assert again["received"] == 3 and again["unmapped"] == 0
+    assert down["errors"] >= 1 and not up["bus_off"]
+    assert gone["errors"] > up["errors"]                # the delete broke the open socket
+    assert back["connected"] and back["reconnects"] > gone["reconnects"]
+    assert back["unmapped"] == 0
     types = [r["type"] for r in records(state)]
     assert types[0] == "agent.started" and types[-1] == "agent.stopped"
     assert types.count("agent.started") == 1                # one process all along
