@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         env[key] = value
     if args.command == "shell":
-        cmd = ["/bin/bash", "-l"] if Path("/bin/bash").exists() else ["/bin/sh", "-l"]
+        cmd = ["/bin/bash", "--norc", "-i"] if Path("/bin/bash").exists() else ["/bin/sh", "-i"]
     else:
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if not cmd:

@@ -14,7 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.live_agent import BENCH, ROOT, Agent, wait_until
+from hil.benchconfig import BENCH, ROOT, bench_config
+from tests.helpers import wait_until
+from tests.live_agent import Agent
 
 DATA = Path(__file__).resolve().parent / "data"
 DRIVE = DATA / "drive.toml"
@@ -27,17 +29,10 @@ SLOW = 120.0
 def write_config(tmp: Path, channel: str = "vcan0", *, fd: bool = False,
                  name: str = "agent.toml") -> Path:
     """config/bench.toml on SocketCAN ``channel``, state in ``tmp``, health every 0.5 s."""
-    text = BENCH.read_text()
-    bus = (f'interface = "socketcan"\nchannel = "{channel}"\n'
-           f"fd = {'true' if fd else 'false'}\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0")
-    text = text.replace('interface = "virtual"                 # python-can in-process bus\n'
-                        'channel = "icv-bench"', bus)
-    assert 'channel = "icv-bench"' not in text, "config/bench.toml changed: update write_config"
-    text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
-    text = text.replace('dir = "../.state/bench"', f'dir = "{tmp / "state"}"')
-    cfg = tmp / name
-    cfg.write_text(text + "\n[health]\ninterval_s = 0.5\n")
-    return cfg
+    return bench_config(tmp / name, interface="socketcan", channel=channel,
+                        bus_lines=f"fd = {'true' if fd else 'false'}\n"
+                                  "reconnect_min_s = 0.2\nreconnect_max_s = 1.0",
+                        state_dir=tmp / "state", extra="[health]\ninterval_s = 0.5\n")
 
 
 @contextmanager

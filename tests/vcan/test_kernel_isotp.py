@@ -14,7 +14,7 @@ from pathlib import Path
 from agent.ota.settings import load_ecu
 from agent.ota.uds import FlashSession, read_ecu_versions
 from agent.ota.uds.image import build_image
-from tests.live_agent import ROOT
+from hil.benchconfig import ROOT
 from tests.vcan.can_bench import SLOW, kernel_receivers
 
 IDENTITY = {"F187": "EPS-4711-A", "F188": "SW-EPS-0100", "F189": "1.0.0",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.config import load
 from agent.ingest.trace import read_trace
-from tests.live_agent import ROOT
+from hil.benchconfig import ROOT
 from tests.vcan.can_bench import (
     SLOW,
     analyze,
