@@ -251,5 +251,7 @@ def test_bench_backend_verifies_everything_and_commands_round_trip(
     assert summary.chain == "intact" and not summary.gaps and summary.lane_order == "kept"
     assert summary.rejected_total == 0 and summary.duplicates >= 0
     assert summary.types.get("agent.command_rejected") == 1
-    assert summary.types.get("accident.trigger") == 1
+    # one accident: a trigger (and an update if a later deployment shortened the deadline)
+    assert summary.types.get("accident.trigger", 0) >= 1
+    assert summary.types.get("accident.record") == 1
     assert summary.status == "offline"
