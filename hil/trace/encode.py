@@ -94,26 +94,23 @@ class TraceEncoder:
         for phys in candidates:
             if not lo - 1e-9 <= phys <= hi + 1e-9:
                 continue
-            score = 0
-            for b in bindings:
-                want = wanted.get(b.canonical)
-                if want is None:
-                    continue
-                got = b.convert(phys)
-                shown_by_other = self._source_for(b.canonical, want) != b.rank
-                if shown_by_other:
-                    # a higher-priority source must stay unknown; a lower one is free
-                    if b.rank < (self._source_for(b.canonical, want) or 0):
-                        score += 2 if got is None else 0
-                    elif got == want:
-                        score += 1
-                elif got == want or (isinstance(want, float) and got is not None
-                                     and not isinstance(got, bool | str)
-                                     and abs(got - want) <= abs(sig.scale) * 1.01):
-                    score += 4
+            score = sum(self._score(b, b.convert(phys), wanted[b.canonical], sig.scale)
+                        for b in bindings if wanted.get(b.canonical) is not None)
             if score > best_score:
                 best, best_score = phys, score
         return best if best is not None else _default_raw(sig)
+
+    def _score(self, b: Binding, got: Any, want: Any, scale: float) -> int:
+        """How well one binding's decoded value serves the wanted canonical value: the
+        source chosen to show it must decode to it (4); a higher-priority source must
+        decode as unknown so the chosen one shows through (2); any other source preferably
+        agrees (1)."""
+        shown_by = self._source_for(b.canonical, want)
+        if shown_by == b.rank:
+            return 4 if _close(got, want, scale) else 0
+        if shown_by is not None and b.rank < shown_by:
+            return 2 if got is None else 0
+        return 1 if got == want else 0
 
     def _source_for(self, canonical: str, want: Any) -> int | None:
         return self._sources.get((canonical, repr(want)))
@@ -190,3 +187,11 @@ def _in_mux(sig: Any, values: dict[str, Any]) -> bool:
     if not sig.multiplexer_signal:
         return True
     return values.get(sig.multiplexer_signal) in (sig.multiplexer_ids or ())
+
+
+def _close(got: Any, want: Any, scale: float) -> bool:
+    """Equal, or for numbers within one step of the DBC signal's resolution."""
+    if got == want:
+        return True
+    return (isinstance(want, float) and isinstance(got, (int, float))
+            and not isinstance(got, bool) and abs(got - want) <= abs(scale) * 1.01)
