@@ -20,6 +20,8 @@ from tests.live_agent import Agent
 
 DATA = Path(__file__).resolve().parent / "data"
 DRIVE = DATA / "drive.toml"
+# The monitor records the drive gives (icv-agent analyze over its trace), in order.
+EXPECTED = ["cda.activated", "safety.aeb", "safety.fcw", "cda.deactivated"]
 # What the monitors report about the drive (not the agent's own bookkeeping).
 MONITOR_PREFIXES = ("cda.", "safety.", "driver.", "accident.", "selfcheck.")
 # A VM under software emulation is slow: generous waits, never a timing assertion.

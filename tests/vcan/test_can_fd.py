@@ -10,6 +10,7 @@ import can
 
 from agent.ingest.trace import read_trace
 from tests.vcan.can_bench import (
+    EXPECTED,
     SLOW,
     analyze,
     candump_log,
@@ -23,7 +24,6 @@ from tests.vcan.can_bench import (
     wait_counters,
     write_config,
 )
-from tests.vcan.test_socketcan_agent import EXPECTED
 
 FD_LENGTH = 64
 

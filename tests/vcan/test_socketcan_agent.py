@@ -11,6 +11,7 @@ from agent.config import load
 from agent.ingest.trace import read_trace
 from hil.benchconfig import ROOT
 from tests.vcan.can_bench import (
+    EXPECTED,
     SLOW,
     analyze,
     candump_log,
@@ -25,8 +26,6 @@ from tests.vcan.can_bench import (
     wait_counters,
     write_config,
 )
-
-EXPECTED = ["cda.activated", "safety.aeb", "safety.fcw", "cda.deactivated"]
 
 
 def kernel_filters(channel: str) -> dict[int, tuple[int, int]]:
