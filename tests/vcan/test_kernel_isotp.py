@@ -82,7 +82,7 @@ def test_uds_flash_over_kernel_isotp(tmp_path: Path) -> None:
     body = os.urandom(16 * 1024 - 64)
     image = tmp_path / "eps.bin"
     image.write_bytes(build_image(body, NEW, {0xF191: IDENTITY["F191"]}))
-    sim = subprocess.Popen([sys.executable, "-m", "hil.ecu_sim.cli", "ecu-sim", "--config",
+    sim = subprocess.Popen([sys.executable, "-m", "hil.cli", "ecu-sim", "--config",
                             str(path), "--interface", "socketcan", "--channel", "vcan0"],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
