@@ -71,7 +71,7 @@ class BusLink:
         self.counters = BusCounters()
         self.bus: can.BusABC | None = None
         self.opened = threading.Event()
-        self._delay = setup.config.reconnect_min_s
+        self._min_delay = self._delay = setup.config.reconnect_min_s
         self._retry_at = 0.0
         self._ever_opened = False
         self._last_t = 0.0
@@ -87,12 +87,16 @@ class BusLink:
             msg = bus.recv(timeout)
         except Exception as exc:  # adapter gone, interface down, driver error
             self.counters.errors += 1
-            log.warning("bus %s: %s; reopening", self.setup.name, exc)
+            log.warning("bus %s: %s; reopening in %.1f s", self.setup.name, exc, self._delay)
             self.close()
-            self._retry_at = time.monotonic() + self._delay
+            # A link that fails again right after opening (interface down: the socket opens,
+            # the first read gets ENETDOWN) backs off like a failed open.
+            self._retry_at = time.monotonic() + self._delay * random.uniform(0.8, 1.2)
+            self._delay = min(self._delay * 2, self.setup.config.reconnect_max_s)
             return None
         if msg is None:
             return None
+        self._delay = self._min_delay  # a frame: the link really works
         # The driver's receive timestamp (kernel time on SocketCAN) moved onto the
         # monotonic clock: a reader that got the CPU late must not look like a gap on the
         # bus. A bogus or jumped timestamp falls back to "now".
@@ -131,7 +135,6 @@ class BusLink:
             self.counters.reconnects += 1
             log.warning("bus %s: reconnected", self.setup.name)
         self._ever_opened = True
-        self._delay = self.setup.config.reconnect_min_s
         self.counters.connected = True
         self.opened.set()
         return self.bus
