@@ -53,9 +53,6 @@ mount -t tmpfs -o mode=0755 rw /rw || die "mount tmpfs"
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
     || die "mount overlay"
-mkdir -p "/newroot$CHECKOUT"
-mount -t 9p -o "trans=virtio,version=9p2000.L,msize=$MSIZE,cache=loose" work "/newroot$CHECKOUT" \
-    || die "mount checkout $CHECKOUT"
 mount -t proc proc /newroot/proc
 mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
@@ -66,6 +63,10 @@ mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0755 run /newroot/run
 mkdir -p /newroot/run/vcan-vm
 mount -o bind /ctl /newroot/run/vcan-vm
+# The checkout last, so a fresh /tmp or /run cannot hide it (CI clones under /tmp).
+mkdir -p "/newroot$CHECKOUT"
+mount -t 9p -o "trans=virtio,version=9p2000.L,msize=$MSIZE,cache=loose" work "/newroot$CHECKOUT" \
+    || die "mount checkout $CHECKOUT"
 
 # Module auto-loading (e.g. a socket of a family not loaded yet) goes through the
 # initramfs' busybox modprobe: the kernel runs it in this root, not in the chroot.
