@@ -22,17 +22,9 @@ import can
 from agent.config import AgentConfig, load
 from agent.journal.statedb import StateDB
 from agent.ota.campaign import CampaignManager
-from agent.ota.preconditions import (
-    CDA_STATE,
-    GEAR,
-    LV_VOLTAGE,
-    PARKING_BRAKE,
-    POWER_STATE,
-    SOC,
-    SPEED,
-)
 from agent.ota.settings import EcuConfig
 from hil.backend.campaign import BenchOta, ecu_image
+from hil.demo_ota import PARKED
 from hil.ecu_sim import SimConfig, VirtualEcu, VirtualEcuConfig
 from hil.repo import RepoServer
 from tests.helpers import wait_until  # noqa: F401  (the campaign tests import it from here)
@@ -40,8 +32,6 @@ from tests.helpers import wait_until  # noqa: F401  (the campaign tests import i
 ROOT = Path(__file__).resolve().parents[2]
 VIN = "LSJWH4098PN000001"          # the VIN of config/bench.toml
 
-PARKED = {GEAR: "P", PARKING_BRAKE: True, SPEED: 0.0, POWER_STATE: "ON", LV_VOLTAGE: 13.5,
-          SOC: 80.0, CDA_STATE: "OFF"}
 
 EPS_IDENTITY = {"F187": "EPS-4711-A", "F188": "SW-EPS-0100", "F189": "1.0.0",
                 "F18C": "EPS0000001", "F190": VIN, "F191": "HW-EPS-03", "F195": "SUP-1.0.0"}
