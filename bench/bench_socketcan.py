@@ -5,10 +5,11 @@ A vehicle bus carries far more than the agent maps: here the MG DBC's mapped mes
 changing payloads. Both receivers listen on vcan0 while can-utils' ``canplayer`` plays the
 trace in real time:
 
-  baseline  python-can ``recv`` + ``cantools.decode_message`` of every frame (one thread)
+  baseline  python-can ``recv`` + ``cantools.decode_message`` of every frame
   agent     ``BusLink.poll`` (kernel acceptance filters: mapped ids only) + the pipeline
 
-Each reports its own thread CPU time; the figure is CPU per frame on the bus. Runs where
+Each runs in its own process and reports that process's CPU time (after its imports and
+setup); the figure is CPU per frame on the bus. Runs where
 SocketCAN and vcan0 exist: ``hil/vcan-vm run -- python bench/bench_socketcan.py``
 (the VM emulates its CPU: absolute times are ~15x a real core, the ratio is the figure).
 """
@@ -21,7 +22,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -86,27 +86,29 @@ def make_trace(tmp: Path, cfg_path: Path, seconds: float) -> tuple[Path, int, in
     return out, len(frames) - background, background
 
 
-def baseline(db_path: Path, stop: threading.Event, result: dict[str, float]) -> None:
+def baseline(db_path: Path, idle_s: float) -> tuple[float, int]:
     db = cantools.database.load_file(str(db_path), strict=False)
     bus = can.Bus(interface="socketcan", channel=CHANNEL)
     decode = db.decode_message
-    t0 = time.thread_time()
+    print("ready", flush=True)
     n = 0
-    while not stop.is_set():
-        msg = bus.recv(0.2)
+    t0 = None
+    while True:
+        msg = bus.recv(idle_s if n else 60.0)
         if msg is None:
-            continue
+            break
+        if t0 is None:
+            t0 = time.process_time()
         n += 1
         try:
             decode(msg.arbitration_id, msg.data)
         except Exception:
             pass
-    result.update(cpu=time.thread_time() - t0, frames=n)
     bus.shutdown()
+    return time.process_time() - (t0 or time.process_time()), n
 
 
-def agent(cfg: agent_config.AgentConfig, stop: threading.Event, result: dict[str, float]
-          ) -> None:
+def agent(cfg: agent_config.AgentConfig, idle_s: float) -> tuple[float, int]:
     tb = TimeBase("system")
     with open("/dev/null", "w") as out:
         rec = offline_recorder(cfg, cfg.key_path, tb, out)
@@ -115,21 +117,40 @@ def agent(cfg: agent_config.AgentConfig, stop: threading.Event, result: dict[str
         link = BusLink(cfg.buses[0])
         poll, feed = link.poll, pipeline.feed
         poll(0.0)
-        t0 = time.thread_time()
+        print("ready", flush=True)
         n = 0
-        while not stop.is_set():
-            item = poll(0.2)
-            if item is not None:
-                n += 1
-                feed(0, item[0], item[1])
-        result.update(cpu=time.thread_time() - t0, frames=n)
+        t0 = None
+        while True:
+            item = poll(idle_s if n else 60.0)
+            if item is None:
+                break
+            if t0 is None:
+                t0 = time.process_time()
+            n += 1
+            feed(0, item[0], item[1])
         link.close()
+    return time.process_time() - (t0 or time.process_time()), n
+
+
+def receiver(role: str, cfg_path: Path) -> int:
+    """One receiver process: prints "ready", then "<cpu seconds> <frames>" when idle."""
+    cfg = agent_config.load(cfg_path)
+    if role == "baseline":
+        cpu, n = baseline(cfg.resolve(cfg.buses[0].config.dbc[0]), 3.0)
+    else:
+        cpu, n = agent(cfg, 3.0)
+    print(f"{cpu} {n}", flush=True)
+    return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--role", choices=("baseline", "agent"), help=argparse.SUPPRESS)
+    ap.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.role:
+        return receiver(args.role, args.config)
     if not Path(f"/sys/class/net/{CHANNEL}").exists():
         print(f"no {CHANNEL}: run in the vcan VM (hil/vcan-vm run -- python {__file__})")
         return 2
@@ -137,21 +158,18 @@ def main() -> int:
         tmp = Path(tmp_name)
         cfg_path = mg_config(tmp)
         trace, mapped, background = make_trace(tmp, cfg_path, args.seconds)
-        cfg = agent_config.load(cfg_path)
-        stop = threading.Event()
-        base: dict[str, float] = {}
-        ours: dict[str, float] = {}
-        threads = [threading.Thread(target=baseline, args=(
-                       cfg.resolve(cfg.buses[0].config.dbc[0]), stop, base)),
-                   threading.Thread(target=agent, args=(cfg, stop, ours))]
-        for th in threads:
-            th.start()
-        time.sleep(2)
+        procs = {role: subprocess.Popen(
+            [sys.executable, __file__, "--role", role, "--config", str(cfg_path)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT) for role in ("baseline", "agent")}
+        for proc in procs.values():
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         subprocess.run(["canplayer", "-I", str(trace), f"{CHANNEL}={CHANNEL}"], check=True)
-        time.sleep(2)
-        stop.set()
-        for th in threads:
-            th.join()
+        figures = {}
+        for role, proc in procs.items():
+            out, _ = proc.communicate(timeout=600)
+            cpu, n = out.split()
+            figures[role] = {"cpu": float(cpu), "frames": int(n)}
+        base, ours = figures["baseline"], figures["agent"]
     total = mapped + background
     print(f"# live ingest on SocketCAN — {platform.machine()}, Python "
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")

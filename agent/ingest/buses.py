@@ -75,6 +75,9 @@ class BusLink:
         self._retry_at = 0.0
         self._ever_opened = False
         self._last_t = 0.0
+        self._offset = 0.0              # time.time() - time.monotonic(), refreshed
+        self._clock_at = -1e18          # monotonic time of that reading
+        self._since_clock = 0
 
     def poll(self, timeout: float) -> tuple[can.Message, float] | None:
         """The next frame and its receive time on the monotonic clock, or None."""
@@ -99,11 +102,18 @@ class BusLink:
         self._delay = self._min_delay  # a frame: the link really works
         # The driver's receive timestamp (kernel time on SocketCAN) moved onto the
         # monotonic clock: a reader that got the CPU late must not look like a gap on the
-        # bus. A bogus or jumped timestamp falls back to "now".
-        now = time.monotonic()
-        t = msg.timestamp - (time.time() - now)
-        if not now - 1.0 < t <= now:
-            t = now
+        # bus. The wall-to-monotonic offset is read every 64 frames, and at once when a
+        # timestamp is not within a second of the last reading; a bogus or jumped
+        # timestamp falls back to "now".
+        self._since_clock += 1
+        t = msg.timestamp - self._offset
+        if self._since_clock >= 64 or not self._last_t - 1.0 < t <= self._clock_at + 1.0:
+            self._since_clock = 0
+            now = self._clock_at = time.monotonic()
+            self._offset = time.time() - now
+            t = msg.timestamp - self._offset
+            if not now - 1.0 < t <= now:
+                t = now
         if t < self._last_t:  # the clock offset jitters by microseconds: keep time monotonic
             t = self._last_t
         self._last_t = t
