@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
+	./hil/ensure-deps.sh
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH ./hil/demo.sh
 
 test: $(STAMP)
+	./hil/ensure-deps.sh
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest
 
 bench: $(STAMP)
