@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.journal.outbox import lane_of
+from agent.journal.statedb import StateDB
 from agent.records.chain import ZERO_HASH
 
 SCHEMA = (
@@ -177,11 +175,9 @@ class BackendStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None,
-                                    check_same_thread=False)
-        self.lock = threading.RLock()
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        # The agent's own SQLite wrapper: WAL, one lock, transactions that survive SQLITE_FULL.
+        self.db = StateDB(self.path, synchronous="NORMAL")
+        self.conn, self.lock, self.transaction = self.db.conn, self.db.lock, self.db.transaction
         self.conn.execute("PRAGMA busy_timeout=5000")
         with self.transaction() as conn:
             for statement in SCHEMA:
@@ -190,19 +186,7 @@ class BackendStore:
         self._arrival = int(row[0])
 
     def close(self) -> None:
-        with self.lock:
-            self.conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        self.db.close()
 
     # -- writing (the receiver) ------------------------------------------------------
 
