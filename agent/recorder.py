@@ -41,10 +41,6 @@ class Recorder:
         self.counts: dict[str, int] = {}
         self.rejected = 0
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._events or self._state)
-
     def record(self, type_: str, data: dict[str, Any], t: float) -> None:
         self._events.append((type_, data, t))
 

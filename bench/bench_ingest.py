@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent import config as agent_config  # noqa: E402
 from agent.ingest.buses import BusLink  # noqa: E402
-from agent.ingest.cli import NullSink, offline_recorder  # noqa: E402
+from agent.ingest.cli import offline_recorder  # noqa: E402
 from agent.monitors import ALL  # noqa: E402
 from agent.pipeline import Pipeline, TimeBase  # noqa: E402
 from hil.benchconfig import bench_config  # noqa: E402
@@ -171,7 +171,6 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     cfg = agent_config.load(CONFIG)
-    _ = NullSink
     with tempfile.TemporaryDirectory() as tmp:
         trace = make_trace(Path(tmp), args.seconds)
         frames = list(can.LogReader(str(trace)))

@@ -16,7 +16,6 @@ import queue
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -381,6 +380,3 @@ def run(cfg: AgentConfig, stop: StopRequest | None = None) -> int:
     service = Service(cfg, stop=stop)
     return service.run()
 
-
-def state_path(cfg: AgentConfig) -> Path:
-    return cfg.state_dir / STATE_DB
