@@ -57,6 +57,17 @@ class BusConfig:
     # Seconds between reconnect attempts grow from min to max.
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    # SocketCAN only. "bcm": the kernel's broadcast manager compares the mapped bits of
+    # every frame and wakes the agent only on a change or a timeout; "raw": every frame of
+    # a mapped id is read (kernel acceptance filters). Default: bcm on socketcan.
+    receive: str = ""
+    # SocketCAN socket receive buffer (SO_RCVBUF; SO_RCVBUFFORCE when allowed): what the
+    # kernel holds while the agent is late. About 1,500 frames at the default; 0 = the
+    # kernel's net.core.rmem_default.
+    rcvbuf_bytes: int = 1048576
+
+
+RECEIVE_MODES = ("bcm", "raw")
 
 
 @dataclass
@@ -166,6 +177,16 @@ def load(path: str | Path) -> AgentConfig:
         seen.add(bus.name)
         if not bus.dbc:
             problems.add(path, f"{key}.dbc", "at least one DBC file is needed")
+        if not bus.receive:
+            bus.receive = "bcm" if bus.interface == "socketcan" else "raw"
+        if bus.receive not in RECEIVE_MODES:
+            problems.add(path, f"{key}.receive", f"{bus.receive!r} is not one of "
+                         f"{', '.join(RECEIVE_MODES)}")
+        elif bus.receive == "bcm" and bus.interface != "socketcan":
+            problems.add(path, f"{key}.receive", "\"bcm\" (the kernel's broadcast manager) "
+                         f"needs interface = \"socketcan\", not {bus.interface!r}")
+        if bus.rcvbuf_bytes < 0:
+            problems.add(path, f"{key}.rcvbuf_bytes", "must be 0 (kernel default) or more")
         setup = load_bus(cfg, bus, key, problems)
         if setup is not None:
             cfg.buses.append(setup)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from agent.config import AgentConfig
-from agent.ingest.decoder import FrameDecoder
+from agent.ingest.decoder import FrameDecoder, MessageState, Silence
 from agent.monitors.base import Monitor, MonitorContext
 from agent.vehicle.history import SignalHistory
 from agent.vehicle.state import VehicleState
@@ -114,6 +114,12 @@ class Pipeline:
             self.start(t)
         if t >= self._next_housekeeping:
             self.advance(t)
+        if msg.__class__ is Silence:
+            ms = self.decoders[bus_index].silent(msg.key, t)
+            if ms is not None:
+                self._expire(ms, t)
+                self.sink.flush()
+            return
         updates = self.decoders[bus_index].decode(msg, t)
         if updates:
             self.now = t
@@ -140,17 +146,20 @@ class Pipeline:
         self._next_housekeeping = t + TICK_S
         for dec in self.decoders:
             for ms in dec.expired(t):
-                for b in ms.plan.bindings:
-                    slot = self.state.expire(b, t, ms.seen)
-                    if slot is not None:
-                        for fn in self._watchers.get(slot.name, ()):
-                            fn(slot.name, None, t)
+                self._expire(ms, t)
         for i, (m, period) in enumerate(self._ticking):
             if t >= self._next_tick[i]:
                 self._next_tick[i] = t + period
                 m.on_tick(t)
         self.history.prune(t)
         self.sink.flush()
+
+    def _expire(self, ms: MessageState, t: float) -> None:
+        for b in ms.plan.bindings:
+            slot = self.state.expire(b, t, ms.seen)
+            if slot is not None:
+                for fn in self._watchers.get(slot.name, ()):
+                    fn(slot.name, None, t)
 
     def _on_freshness(self, name: str, stale: bool, t: float, last_seen: float | None) -> None:
         for m in self._fresh:

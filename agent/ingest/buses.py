@@ -18,6 +18,7 @@ from typing import Any
 
 import can
 
+from agent.ingest.decoder import Silence
 from agent.ingest.setup import BusSetup
 
 log = logging.getLogger(__name__)
@@ -27,18 +28,27 @@ CAN_ERR_BUSOFF = 0x00000040
 CAN_ERR_RESTARTED = 0x00000100
 
 
-def open_bus(setup: BusSetup) -> can.BusABC:
+def open_bus(setup: BusSetup) -> Any:
+    """The bus as configured: python-can's factory, except SocketCAN, which reads the
+    kernel's drop counter and (``receive = "bcm"``) filters contents in the kernel."""
     cfg = setup.config
+    if cfg.interface == "socketcan":
+        from agent.ingest import socketcan
+
+        if cfg.receive == "bcm":
+            return socketcan.BcmBus(cfg.channel, socketcan.content_filters(setup.plans, cfg.fd),
+                                    fd=cfg.fd, rcvbuf=cfg.rcvbuf_bytes)
+        options = {"receive_own_messages": False, "can_filters": setup.can_filters(),
+                   "fd": cfg.fd, **cfg.options}
+        return socketcan.RawSocketcanBus(cfg.channel, rcvbuf=cfg.rcvbuf_bytes, **options)
     kwargs: dict[str, Any] = dict(cfg.options)
     kwargs.setdefault("can_filters", setup.can_filters())
     if cfg.fd:
         kwargs.setdefault("fd", True)
         if cfg.data_bitrate:
             kwargs.setdefault("data_bitrate", cfg.data_bitrate)
-    if cfg.interface not in ("socketcan", "virtual", "udp_multicast"):
+    if cfg.interface not in ("virtual", "udp_multicast"):
         kwargs.setdefault("bitrate", cfg.bitrate)  # socketcan's bitrate belongs to `ip link`
-    if cfg.interface == "socketcan":
-        kwargs.setdefault("receive_own_messages", False)
     if ":" in cfg.interface:  # "package.module:BusClass": a vendor driver outside python-can
         module, _, cls = cfg.interface.partition(":")
         bus_class = getattr(importlib.import_module(module), cls)
@@ -46,11 +56,23 @@ def open_bus(setup: BusSetup) -> can.BusABC:
     return can.Bus(interface=cfg.interface, channel=cfg.channel, **kwargs)
 
 
+ERROR_LOG_EVERY_S = 10.0   # bus-off / error frames: logged at most this often, always counted
+OVERRUN_EVERY_S = 10.0     # a bus.overrun record at most this often per bus
+
+
 class BusCounters:
-    __slots__ = ("received", "errors", "bus_off", "reconnects", "open_failures", "connected")
+    """Per-bus health counters. ``received``: messages the agent read (on ``bcm``, the
+    change notices); ``bus_frames``: frames of mapped ids the kernel received for the
+    agent (``received + dropped`` on ``raw``, the broadcast manager's own count on
+    ``bcm``); ``dropped``: frames (notices) the kernel dropped because the agent's
+    receive queue was full (SocketCAN only); ``silences``: receive timeouts on ``bcm``."""
+
+    __slots__ = ("received", "bus_frames", "dropped", "silences", "errors", "bus_off",
+                 "reconnects", "open_failures", "connected")
 
     def __init__(self) -> None:
-        self.received = self.errors = self.bus_off = 0
+        self.received = self.bus_frames = self.dropped = self.silences = 0
+        self.errors = self.bus_off = 0
         self.reconnects = self.open_failures = 0
         self.connected = False
 
@@ -78,6 +100,13 @@ class BusLink:
         self._offset = 0.0              # time.time() - time.monotonic(), refreshed
         self._clock_at = -1e18          # monotonic time of that reading
         self._since_clock = 0
+        self.drops: Any = None          # the open socket's DropCounter (SocketCAN)
+        self._dropped_before = 0        # drops and kernel frame counts of closed sockets
+        self._frames_before = 0
+        self._overrun: list[Any] = [0, None, None]   # drops not yet reported, from, to
+        self._overrun_at = -1e18
+        self._error_log_at = -1e18
+        self._errors_unlogged = 0
 
     def poll(self, timeout: float) -> tuple[can.Message, float] | None:
         """The next frame and its receive time on the monotonic clock, or None."""
@@ -118,13 +147,65 @@ class BusLink:
             t = self._last_t
         self._last_t = t
         if msg.is_error_frame:
-            self.counters.errors += 1
-            if msg.arbitration_id & CAN_ERR_BUSOFF:
-                self.counters.bus_off += 1
-                log.warning("bus %s: bus-off", self.setup.name)
+            self._error_frame(msg, t)
             return None
-        self.counters.received += 1
+        if msg.__class__ is Silence:
+            self.counters.silences += 1
+        else:
+            self.counters.received += 1
         return msg, t
+
+    def _error_frame(self, msg: can.Message, t: float) -> None:
+        c = self.counters
+        c.errors += 1
+        if msg.arbitration_id & CAN_ERR_BUSOFF:
+            c.bus_off += 1
+        self._errors_unlogged += 1
+        if t - self._error_log_at >= ERROR_LOG_EVERY_S:
+            log.warning("bus %s: %s; %d error frame(s) since the last report, %d bus-off "
+                        "in all", self.setup.name,
+                        "bus-off" if msg.arbitration_id & CAN_ERR_BUSOFF else
+                        f"error frame class 0x{msg.arbitration_id & 0x1FFFFFFF:X}",
+                        self._errors_unlogged, c.bus_off)
+            self._error_log_at = t
+            self._errors_unlogged = 0
+
+    def refresh(self) -> None:
+        """Bring ``dropped`` and ``bus_frames`` up to date (health time, not per frame)."""
+        c = self.counters
+        drops = self.drops
+        c.dropped = self._dropped_before + (drops.total if drops is not None else 0)
+        kernel = getattr(self.bus, "kernel_frames", None)
+        frames = kernel() if kernel is not None else None
+        if frames is None:
+            c.bus_frames = c.received + c.dropped
+        else:
+            c.bus_frames = self._frames_before + frames
+
+    def overrun(self, now: float) -> tuple[int, float | None, float | None] | None:
+        """Frames the kernel dropped since the last report, at most every OVERRUN_EVERY_S:
+        (count, monotonic receive time of the last frame before, of the first after)."""
+        self._collect_drops()
+        if not self._overrun[0] or now - self._overrun_at < OVERRUN_EVERY_S:
+            return None
+        self._overrun_at = now
+        n, since, until = self._overrun
+        self._overrun = [0, None, None]
+        self.refresh()
+        log.warning("bus %s: the kernel dropped %d frame(s) while the agent was late "
+                    "reading (%d in all)", self.setup.name, n, self.counters.dropped)
+        return n, since, until
+
+    def _collect_drops(self) -> None:
+        drops = self.drops
+        if drops is None or not drops.pending:
+            return
+        n, since, until = drops.take()
+        pending = self._overrun
+        if not pending[0]:
+            pending[1] = None if since is None else since - self._offset
+        pending[0] += n
+        pending[2] = None if until is None else until - self._offset
 
     def _open(self, timeout: float) -> can.BusABC | None:
         wait = self._retry_at - time.monotonic()
@@ -146,11 +227,19 @@ class BusLink:
             log.warning("bus %s: reconnected", self.setup.name)
         self._ever_opened = True
         self.counters.connected = True
+        self.drops = getattr(self.bus, "drops", None)
         self.opened.set()
         return self.bus
 
     def close(self) -> None:
+        if self.bus is not None:
+            self.refresh()  # the closing socket's counts live on in the totals
+            self._dropped_before = self.counters.dropped
+            if getattr(self.bus, "kernel_frames", None) is not None:
+                self._frames_before = self.counters.bus_frames
+            self._collect_drops()  # reported later, with the next socket's
         bus, self.bus = self.bus, None
+        self.drops = None
         self.counters.connected = False
         if bus is not None:
             try:

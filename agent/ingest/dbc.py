@@ -44,11 +44,26 @@ def signal_bits(sig: Any) -> list[tuple[int, int]]:
     return bits
 
 
+def _bit(length: int, byte: int, bit: int) -> int:
+    return 1 << ((length - 1 - byte) * 8 + bit) if byte < length else 0
+
+
+def value_bits(sig: Any, raw: int, length: int) -> int:
+    """``raw`` placed in the bits of ``sig``, on the same integer basis as ``mask_of``."""
+    bits = signal_bits(sig)
+    if sig.byte_order != "little_endian":
+        bits.reverse()  # signal_bits walks a Motorola signal from its MSB
+    out = 0
+    for i, (byte, bit) in enumerate(bits):
+        if raw >> i & 1:
+            out |= _bit(length, byte, bit)
+    return out
+
+
 def mask_of(signals: list[Any], length: int) -> int:
     """Integer mask over ``int.from_bytes(data[:length], "big")`` covering ``signals``."""
     mask = 0
     for sig in signals:
         for byte, bit in signal_bits(sig):
-            if byte < length:
-                mask |= 1 << ((length - 1 - byte) * 8 + bit)
+            mask |= _bit(length, byte, bit)
     return mask

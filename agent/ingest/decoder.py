@@ -16,6 +16,19 @@ from agent.ingest.setup import BusSetup, MessagePlan
 log = logging.getLogger(__name__)
 
 
+class Silence:
+    """No frame of a mapped message for its freshness timeout, as the kernel reports it
+    (SocketCAN BCM ``RX_TIMEOUT``). Travels in the frame stream like a ``can.Message``;
+    ``timestamp`` is when the notice was read (wall clock, like frames)."""
+
+    __slots__ = ("key", "timestamp")
+    is_error_frame = False
+
+    def __init__(self, key: int, timestamp: float):
+        self.key = key
+        self.timestamp = timestamp
+
+
 class MessageState:
     """Live state of one mapped CAN id: last masked payload, last time seen, freshness."""
 
@@ -50,6 +63,9 @@ class FrameDecoder:
                                                   for k, p in setup.plans.items()}
         self.counters = DecoderCounters()
         self._warned_ids: set[int] = set()
+        # Live on a BCM bus the kernel reports silences (``silent``); polling ``seen``
+        # would not work there, since frames that changed nothing never reach Python.
+        self.kernel_freshness = False
 
     def decode(self, msg: Any, t: float) -> list[tuple[Binding, Any]] | None:
         """Canonical updates carried by ``msg`` (received at ``t``), or None if nothing new."""
@@ -98,11 +114,24 @@ class FrameDecoder:
 
     def expired(self, t: float) -> Iterator[MessageState]:
         """Messages that just went stale at ``t`` (marked so; the next frame decodes fully)."""
+        if self.kernel_freshness:
+            return
         for ms in self.messages.values():
             if ms.seen is not None and not ms.stale and t - ms.seen > ms.plan.timeout:
                 ms.stale = True
                 ms.last = None
                 yield ms
+
+    def silent(self, key: int, t: float) -> MessageState | None:
+        """The kernel saw no frame of message ``key`` for its timeout, noticed at ``t``:
+        stale now, last seen one timeout earlier (not before its last change)."""
+        ms = self.messages.get(key)
+        if ms is None or ms.seen is None or ms.stale:
+            return None
+        ms.seen = max(ms.seen, t - ms.plan.timeout)
+        ms.stale = True
+        ms.last = None
+        return ms
 
     def _warn(self, key: int, text: str) -> None:
         if key not in self._warned_ids:  # counted always, logged once per id

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.ingest.dbc import load_dbc, mask_of
+from agent.ingest.dbc import load_dbc, mask_of, value_bits
 from agent.ingest.mapping import Binding, MappingFile, load_mapping, make_converter
 from agent.model import Problems
 from agent.signals import CATALOGUE
@@ -31,6 +31,10 @@ class MessagePlan:
     bindings: list[Binding]
     timeout: float
     cycle_s: float | None
+    # Multiplexed message: (multiplexor value bits, mask of the mapped bits of that value)
+    # per mapped multiplexor value, and the multiplexor's own mask (kernel BCM filters).
+    mux_filters: list[tuple[int, int]] = field(default_factory=list)
+    mux_mask: int = 0
 
 
 @dataclass
@@ -136,5 +140,31 @@ def _plan(setup: BusSetup, file: Path, problems: Problems) -> None:
         cycle = msg.cycle_time / 1000.0 if msg.cycle_time else None
         timeout = max(timeouts) if timeouts else (3 * cycle if cycle else DEFAULT_TIMEOUT_S)
         timeout = max(timeout, setup.config.min_timeout_s)
-        setup.plans[k] = MessagePlan(msg, msg.length, mask_of(sigs, msg.length), bindings,
-                                     timeout, cycle)
+        plan = MessagePlan(msg, msg.length, mask_of(sigs, msg.length), bindings, timeout,
+                           cycle)
+        plan.mux_filters, plan.mux_mask = _mux_filters(msg, sigs)
+        setup.plans[k] = plan
+
+
+MAX_MUX_VALUES = 255   # a BCM multiplex op holds 256 frames, the multiplexor mask first
+
+
+def _mux_filters(msg: Any, sigs: list[Any]) -> tuple[list[tuple[int, int]], int]:
+    """Per mapped multiplexor value: the value's bits and the mask of what is mapped in a
+    frame with that value. One multiplexor only; anything else filters on the whole mask."""
+    muxed = [s for s in sigs if s.multiplexer_ids]
+    muxors = {s.multiplexer_signal for s in muxed}
+    if not muxed or len(muxors) != 1:
+        return [], 0
+    muxor = msg.get_signal_by_name(muxors.pop())
+    if muxor.multiplexer_ids:  # nested multiplexing
+        return [], 0
+    plain = [s for s in sigs if not s.multiplexer_ids and s is not muxor]
+    values = sorted({v for s in muxed for v in s.multiplexer_ids})
+    if len(values) > MAX_MUX_VALUES:
+        return [], 0
+    n = msg.length
+    filters = [(value_bits(muxor, v, n),
+                mask_of(plain + [s for s in muxed if v in s.multiplexer_ids], n))
+               for v in values]
+    return filters, mask_of([muxor], n)

@@ -32,13 +32,16 @@ from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
 from agent.service.health import system_figures
 from agent.service.notify import Notifier
+from agent.timefmt import iso_ms
 
 log = logging.getLogger(__name__)
 
 STATE_DB = "state.db"
 IDLE_WAIT_S = 0.05
+HOUSEKEEPING_S = 0.05     # freshness, ticks, commands, health: this often, not per frame
 STATUS_EVERY_S = 5.0
-INLINE_BATCH = 512        # frames read inline before the loop's housekeeping runs
+INLINE_BATCH = 512        # frames read before the loop looks at the clock again
+BACKLOG_LIMIT = 50_000    # queued frames beyond which the watchdog is no longer fed
 
 
 class Service:
@@ -78,6 +81,14 @@ class Service:
         self.proc.cpu_percent(None)
         self.frames_fed = 0
         self._progress_mark = 0
+        # A BCM bus reports silences itself; its messages are not polled for freshness.
+        for setup, dec in zip(cfg.buses, self.pipeline.decoders, strict=True):
+            dec.kernel_freshness = (setup.config.interface == "socketcan"
+                                    and setup.config.receive == "bcm")
+        self._watchdog_every = self.notifier.watchdog_interval()
+        self._next_watchdog = 0.0
+        self._next_status = time.monotonic() + STATUS_EVERY_S
+        self._next_health = time.monotonic() + cfg.health.interval_s
 
     # -- wiring ------------------------------------------------------------------------
     def _setup_uplink(self) -> None:
@@ -136,11 +147,9 @@ class Service:
         return self.ota.request_inventory()
 
     def _drain_ota(self, t: float) -> None:
-        while True:
-            try:
-                type_, data = self.ota_records.get_nowait()
-            except queue.Empty:
-                return
+        records = self.ota_records
+        while not records.empty():
+            type_, data = records.get_nowait()
             self.recorder.record(type_, data, t)
 
     def _delivered(self, records: list[dict[str, Any]]) -> None:
@@ -228,15 +237,12 @@ class Service:
         return 0
 
     def _loop(self) -> None:
-        frames, commands = self.frames, self.commands
-        feed, advance = self.pipeline.feed, self.pipeline.advance
-        watchdog_every = self.notifier.watchdog_interval()
-        next_watchdog = 0.0
-        next_status = time.monotonic() + STATUS_EVERY_S
-        health_every = self.cfg.health.interval_s
-        next_health = time.monotonic() + health_every
-        backlog_limit = 50_000
+        """Frames as they come; housekeeping (freshness, ticks, commands, OTA records,
+        health, watchdog) at its period, never per frame."""
+        frames = self.frames
+        feed = self.pipeline.feed
         poll = self.inline.poll if self.inline is not None else None
+        next_housekeeping = 0.0
         while not self._stop.is_set():
             if poll is not None:
                 item = poll(IDLE_WAIT_S)
@@ -249,39 +255,55 @@ class Service:
             else:
                 try:
                     idx, msg, t = frames.get(timeout=IDLE_WAIT_S)
-                    feed(idx, msg, t)
-                    self.frames_fed += 1
-                    while True:  # drain what is queued without re-arming the timeout
-                        try:
-                            idx, msg, t = frames.get_nowait()
-                        except queue.Empty:
-                            break
-                        feed(idx, msg, t)
-                        self.frames_fed += 1
-                except queue.Empty:
+                except queue.Empty:  # idle: once per IDLE_WAIT_S, not per frame
                     pass
+                else:
+                    feed(idx, msg, t)
+                    n = 1
+                    while n < INLINE_BATCH and not frames.empty():  # one consumer: no race
+                        idx, msg, t = frames.get_nowait()
+                        feed(idx, msg, t)
+                        n += 1
+                    self.frames_fed += n
             now = time.monotonic()
-            advance(now)
-            while True:
-                try:
-                    name, payload = commands.get_nowait()
-                except queue.Empty:
-                    break
-                self._handle_command(name, payload, now)
-            self._drain_ota(now)
-            if now >= next_health:
-                next_health = now + health_every
-                self.recorder.record("agent.health", self.health(), now)
-            self.recorder.flush()
-            if watchdog_every is not None and now >= next_watchdog:
-                # Only from this loop, and only while it keeps up with the buses: a stuck or
-                # hopelessly late pipeline stops the pings and systemd restarts the agent.
-                if frames.qsize() < backlog_limit:
-                    self.notifier.watchdog()
-                next_watchdog = now + watchdog_every
-            if now >= next_status:
-                next_status = now + STATUS_EVERY_S
-                self.notifier.status(self.status_line())
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_S
+                self._housekeeping(now)
+
+    def _housekeeping(self, now: float) -> None:
+        self.pipeline.advance(now)
+        commands = self.commands
+        while not commands.empty():
+            name, payload = commands.get_nowait()
+            self._handle_command(name, payload, now)
+        self._drain_ota(now)
+        for link in self.links:
+            lost = link.overrun(now)
+            if lost is not None:
+                self.recorder.record("bus.overrun", self._overrun_data(link, *lost), now)
+        if now >= self._next_health:
+            self._next_health = now + self.cfg.health.interval_s
+            self.recorder.record("agent.health", self.health(), now)
+        self.recorder.flush()
+        if self._watchdog_every is not None and now >= self._next_watchdog:
+            # Only from this loop, and only while it keeps up with the buses: a stuck or
+            # hopelessly late pipeline stops the pings and systemd restarts the agent.
+            if self.frames.qsize() < BACKLOG_LIMIT:
+                self.notifier.watchdog()
+            self._next_watchdog = now + self._watchdog_every
+        if now >= self._next_status:
+            self._next_status = now + STATUS_EVERY_S
+            self.notifier.status(self.status_line())
+
+    def _overrun_data(self, link: BusLink, dropped: int, since: float | None,
+                      until: float | None) -> dict[str, Any]:
+        """What a ``bus.overrun`` record says: frames lost in the kernel's receive queue,
+        and the receive times of the last frame before and the first after the loss."""
+        utc = self.timebase.utc
+        return {"bus": link.setup.name, "receive": link.setup.config.receive,
+                "dropped": dropped, "dropped_total": link.counters.dropped,
+                "after": iso_ms(utc(since)) if since is not None else None,
+                "before": iso_ms(utc(until)) if until is not None else None}
 
     def _shutdown(self) -> None:
         if not self.stop_reason and self._stop_request is not None:
@@ -311,7 +333,9 @@ class Service:
     def counters(self) -> dict[str, Any]:
         buses = {}
         for link, dec in zip(self.links, self.pipeline.decoders, strict=True):
-            buses[link.setup.name] = {**link.counters.as_dict(), **dec.counters.as_dict()}
+            link.refresh()
+            buses[link.setup.name] = {**link.counters.as_dict(), **dec.counters.as_dict(),
+                                      "receive": link.setup.config.receive}
         out: dict[str, Any] = {
             "buses": buses,
             "records": dict(self.recorder.counts),
