@@ -90,6 +90,12 @@ def test_shipped_configs_are_valid(path: Path) -> None:
     (BASE + "[vehicle2]\n", "vehicle2", "unknown key"),
     (BASE.replace('[vehicle]', '[vehicle]\ntimezone = "Mars/Olympus"'), "vehicle.timezone",
      "unknown time zone"),
+    (BASE.replace('channel = "c1"', 'channel = "c1"\nreceive = "fast"'), "bus[0].receive",
+     "'fast' is not one of bcm, raw"),
+    (BASE.replace('channel = "c1"', 'channel = "c1"\nreceive = "bcm"'), "bus[0].receive",
+     "needs interface = \"socketcan\""),
+    (BASE.replace('channel = "c1"', 'channel = "c1"\nrcvbuf_bytes = -1'),
+     "bus[0].rcvbuf_bytes", "must be 0 (kernel default) or more"),
 ])
 def test_config_errors(tmp_path: Path, body: str, key: str, problem: str) -> None:
     cfg = write_config(tmp_path, body)

@@ -48,7 +48,8 @@ def check_config(args: argparse.Namespace) -> int:
     for setup in cfg.buses:
         lacks = len(setup.mapping.mapping.lacks)
         print(f"  bus {setup.name}: {setup.config.interface}:{setup.config.channel}"
-              f"{' (CAN FD)' if setup.config.fd else ''}, {len(setup.plans)} CAN ids, "
+              f"{' (CAN FD)' if setup.config.fd else ''} receive {setup.config.receive}, "
+              f"{len(setup.plans)} CAN ids, "
               f"{len(setup.canonical)} canonical signals mapped, {lacks} listed as lacking")
         for warning in setup.warnings:
             print(f"  warning: {warning}")

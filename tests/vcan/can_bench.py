@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.ingest.trace import read_trace
 from hil.benchconfig import BENCH, ROOT, bench_config
 from tests.helpers import wait_until
 from tests.live_agent import Agent
@@ -26,15 +27,23 @@ EXPECTED = ["cda.activated", "safety.aeb", "safety.fcw", "cda.deactivated"]
 MONITOR_PREFIXES = ("cda.", "safety.", "driver.", "accident.", "selfcheck.")
 # A VM under software emulation is slow: generous waits, never a timing assertion.
 SLOW = 120.0
+# What the monitors report about signals coming and going (kernel timeouts on BCM).
+FRESHNESS_PREFIXES = ("signal.",)
 
 
 def write_config(tmp: Path, channel: str = "vcan0", *, fd: bool = False,
-                 name: str = "agent.toml") -> Path:
-    """config/bench.toml on SocketCAN ``channel``, state in ``tmp``, health every 0.5 s."""
+                 name: str = "agent.toml", receive: str = "bcm", rcvbuf: int | None = None,
+                 state: str = "state") -> Path:
+    """config/bench.toml on SocketCAN ``channel``, state in ``tmp/state``, health every
+    0.5 s, receiving through the broadcast manager (the default) or raw."""
+    # min_timeout_s: a replay in an emulated CPU jitters far beyond 3 x a 10 ms cycle.
+    lines = [f"fd = {'true' if fd else 'false'}", f'receive = "{receive}"',
+             "reconnect_min_s = 0.2", "reconnect_max_s = 1.0", "min_timeout_s = 0.5"]
+    if rcvbuf is not None:
+        lines.append(f"rcvbuf_bytes = {rcvbuf}")
     return bench_config(tmp / name, interface="socketcan", channel=channel,
-                        bus_lines=f"fd = {'true' if fd else 'false'}\n"
-                                  "reconnect_min_s = 0.2\nreconnect_max_s = 1.0",
-                        state_dir=tmp / "state", extra="[health]\ninterval_s = 0.5\n")
+                        bus_lines="\n".join(lines), state_dir=tmp / state,
+                        extra="[health]\ninterval_s = 0.5\n")
 
 
 @contextmanager
@@ -65,6 +74,10 @@ def _query(state_dir: Path, sql: str) -> list[dict[str, Any]]:
     return [json.loads(p) for (p,) in rows]
 
 
+def records_of(state_dir: Path, type_: str) -> list[dict[str, Any]]:
+    return _query(state_dir, f"SELECT payload FROM outbox WHERE type = '{type_}' ORDER BY seq")
+
+
 def records(state_dir: Path) -> list[dict[str, Any]]:
     """Every record in the journal, in sequence order (no uplink: nothing leaves)."""
     return _query(state_dir, "SELECT payload FROM outbox ORDER BY seq")
@@ -80,7 +93,8 @@ def health(state_dir: Path, bus: str = "chassis") -> dict[str, Any] | None:
 def wait_counters(state_dir: Path, predicate: Any, what: str, timeout: float = SLOW
                   ) -> dict[str, Any]:
     """The first health counters for which ``predicate`` holds (polled gently: the VM has
-    two slow CPUs, and the agent needs one of them)."""
+    two slow CPUs, and the agent needs one of them). Waiting is for a count, never for
+    the agent to keep up with a clock: every test asserts exact counts after it."""
     seen: list[dict[str, Any]] = []
 
     def check() -> bool:
@@ -95,6 +109,32 @@ def wait_counters(state_dir: Path, predicate: Any, what: str, timeout: float = S
 
 def monitor_records(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in recs if r["type"].startswith(MONITOR_PREFIXES)]
+
+
+def freshness_records(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """signal.stale / signal.restored, in a fixed order (several messages can time out
+    in one instant, and the two receive paths report them in their own order)."""
+    return sorted((r for r in recs if r["type"].startswith(FRESHNESS_PREFIXES)),
+                  key=lambda r: (r["type"], r["data"]["signal"]))
+
+
+def trace_ids(trace: Path) -> set[int]:
+    return {m.arbitration_id for m in read_trace(trace)}
+
+
+def wait_replayed(state_dir: Path, frames: int, ids: int, silences_before: int = 0,
+                  timeout: float = SLOW) -> dict[str, Any]:
+    """Health counters once the agent has taken all ``frames`` of a replay of ``ids``
+    mapped messages. Raw: every frame read or counted as dropped. BCM: the kernel counted
+    every frame, and every message went silent after the replay ended (the kernel's notices
+    come in order, so nothing before those silences is still queued)."""
+    def done(c: dict[str, Any]) -> bool:
+        if c["receive"] == "raw":
+            return c["received"] + c["dropped"] >= frames
+        return c["bus_frames"] >= frames and c["silences"] >= silences_before + ids
+
+    return wait_counters(state_dir, done, f"all {frames} frames of {ids} messages taken",
+                         timeout)
 
 
 def kernel_receivers(channel: str) -> list[tuple[int, int, int, str]]:
