@@ -22,12 +22,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from agent import wirejson
 from agent.journal.statedb import StateDB
 from agent.ota.options import HmiConfig
 
 log = logging.getLogger(__name__)
 
 DECISIONS = ("accept", "decline")
+MAX_CONSENT = 4096         # bytes of one HMI consent message
 CHANNELS = ("hmi", "backend", "cli")
 INBOX_SCHEMA = """CREATE TABLE IF NOT EXISTS ota_consent_inbox (
     id          INTEGER PRIMARY KEY,
@@ -154,8 +156,9 @@ class HmiAdapter:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            decision = parse_decision(json.loads(msg.payload), "hmi")
-        except (ValueError, UnicodeDecodeError) as exc:
+            decision = parse_decision(wirejson.loads(msg.payload, max_bytes=MAX_CONSENT),
+                                      "hmi")
+        except (ValueError, ConsentError) as exc:
             self.rejected += 1
             log.warning("hmi: consent message rejected: %s", exc)
             return

@@ -158,7 +158,14 @@ class Service:
 
     # -- commands (run on the pipeline thread: one writer of the record chain) --------
     def _handle_command(self, name: str, payload: bytes, t: float) -> None:
-        outcome = self.gate.handle(name, payload)
+        try:
+            outcome = self.gate.handle(name, payload)
+        except Exception as exc:  # no payload on any topic may stop the pipeline
+            log.exception("command %r: rejected after an internal error", name[:60])
+            self.recorder.record("agent.command_rejected", {
+                "cmd": name[:120], "reason": "internal", "detail": type(exc).__name__,
+                "nonce": None, "key_id": None}, t)
+            return
         if not outcome.accepted:
             self.recorder.record("agent.command_rejected", outcome.rejection_data(), t)
         else:

@@ -35,6 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent import wirejson
 from agent.journal.statedb import StateDB
 from agent.records.keys import fingerprint, load_public_key
 from agent.uplink.settings import CommandsConfig
@@ -210,12 +211,10 @@ class CommandGate:
                        envelope["args"], envelope["key_id"])
 
     def _parse(self, name: str, payload: bytes) -> dict[str, Any]:
-        if len(payload) > MAX_PAYLOAD:
-            raise CommandRejected("malformed", f"{len(payload)} bytes is too large")
         try:
-            envelope = json.loads(payload)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CommandRejected("malformed", f"not JSON: {exc}") from None
+            envelope = wirejson.loads(payload, max_bytes=MAX_PAYLOAD)
+        except ValueError as exc:
+            raise CommandRejected("malformed", f"not accepted as JSON: {exc}") from None
         if not isinstance(envelope, dict):
             raise CommandRejected("malformed", "not a JSON object")
         if not envelope.get("sig"):
