@@ -30,12 +30,12 @@ def can_links() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def socket_buffers() -> Iterator[None]:
-    """Bigger default socket receive buffers while the suite runs.
+    """Bigger default socket receive buffers while the suite runs, for can-utils.
 
-    Under software emulation a process can stall for most of a second (the replaying
-    process busy-waits on the other CPU); the default 208 KiB holds about 0.3 s of the
-    test drive, and the kernel drops what does not fit. On a real gateway the agent runs
-    15x faster than here and the default is plenty."""
+    ``candump -l`` records every frame each test compares the agent against; under
+    software emulation it can stall for most of a second, and the default 208 KiB holds
+    about 0.3 s of the test drive. The agent's own sockets do not depend on this: they
+    take ``rcvbuf_bytes`` from its config, and what the kernel drops is counted."""
     knob = Path("/proc/sys/net/core/rmem_default")
     before = knob.read_text().strip()
     knob.write_text(str(8 * 1024 * 1024))
