@@ -75,6 +75,9 @@ class VersionMismatch(FlashError):
 
 
 class ImageError(FlashError):
+    """The image cannot be flashed (missing, too large, no trailer, body CRC32 wrong);
+    found before the ECU is sent anything."""
+
     def __init__(self, message: str):
         super().__init__("image", message)
 

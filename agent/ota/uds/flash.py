@@ -2,6 +2,7 @@
 
 Sequence (step names as used in errors, timings and retries)::
 
+    (image)           trailer and body CRC32 checked before anything is sent
     versions          read identification DIDs (before)
     session           DiagnosticSessionControl programming (0x10 02), P2/P2* from the ECU
     security          SecurityAccess seed/key at the configured level
@@ -47,6 +48,7 @@ from agent.ota.uds.errors import (
     RoutineFailed,
     VersionMismatch,
 )
+from agent.ota.uds.image import ImageFormatError, check_image
 from agent.ota.uds.keepalive import TesterPresentKeeper
 from agent.ota.uds.steps import StepRunner
 from agent.ota.uds.versions import (
@@ -147,6 +149,11 @@ class FlashSession:
         if size == 0 or size > self.ecu.memory_size:
             result.error = ImageError(f"{self.image}: {size} bytes does not fit the "
                                       f"{self.ecu.memory_size}-byte memory of {self.ecu.name}")
+            return result
+        try:        # before the link opens: a damaged image never reaches the ECU
+            check_image(self.image)
+        except (ImageFormatError, OSError) as exc:
+            result.error = ImageError(str(exc))
             return result
         with EcuLink(self.ecu, self.bus, self.notifier) as link:
             steps = StepRunner(link, self.ecu.retries)

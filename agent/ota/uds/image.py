@@ -10,7 +10,10 @@ tester, so a version read back after the reset proves which image really runs::
               0x02 requires: CheckProgrammingDependencies (0xFF01) fails unless the ECU's
                    current value of this DID (e.g. F191 hardware number) is equal
 
-A trailer is found from the end of the image, so the body can be any size.
+A trailer is found from the end of the image, so the body can be any size. The tester
+checks the body CRC (``check_image``) before it sends the ECU anything: a body damaged on
+disk or by its producer is refused before any programming request, not found by the ECU's
+checksum after the erase.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAGIC = b"ICVI"
+CHUNK = 64 * 1024          # bytes read at a time when checking a file
 PROVIDES = 0x01
 REQUIRES = 0x02
 _TAIL = struct.Struct(">IH4s")  # crc32(body), len(records), magic
@@ -69,7 +73,8 @@ def parse_trailer(image: bytes | bytearray | memoryview) -> ImageTrailer:
 
 
 def read_trailer(path: str | Path) -> ImageTrailer:
-    """Read the trailer of an image file without loading the body into memory."""
+    """Read the trailer of an image file without reading the body (its CRC unchecked:
+    use ``check_image`` before flashing)."""
     with open(path, "rb") as fh:
         fh.seek(0, 2)
         size = fh.tell()
@@ -85,6 +90,26 @@ def read_trailer(path: str | Path) -> ImageTrailer:
         fh.seek(body_size)
         provides, requires = _parse_records(fh.read(length))
     return ImageTrailer(body_size, crc, provides, requires)
+
+
+def check_image(path: str | Path) -> ImageTrailer:
+    """The trailer of an image file whose body CRC32 matches it (read in chunks).
+
+    ``ImageFormatError`` names the file and both CRCs when the body does not match.
+    """
+    trailer = read_trailer(path)
+    crc, left = 0, trailer.body_size
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                raise ImageFormatError(f"{path}: shorter than its trailer says")
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+    if crc != trailer.body_crc32:
+        raise ImageFormatError(f"{path}: body CRC32 {crc:08X} does not match the trailer's "
+                               f"{trailer.body_crc32:08X} (corrupted image)")
+    return trailer
 
 
 def _parse_records(raw: bytes) -> tuple[dict[int, str], dict[int, str]]:
