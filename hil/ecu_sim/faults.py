@@ -10,6 +10,8 @@ kinds:
   drop_out         no answer; the ECU resets and is silent for ``offline_s``
   dependency_fail  CheckProgrammingDependencies reports status 0x01 (step dependency_check)
   wrong_version    after the reset the new image reports ``values`` (step reset)
+  garbled          the positive answer cut to its first ``keep`` bytes (a malformed
+                   answer: the tester's InvalidResponse)
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from agent.model import Problems
 
 STEPS = ("session", "security", "fingerprint", "erase", "request_download", "transfer",
          "transfer_exit", "dependency_check", "reset", "restore", "read", "tester_present")
-KINDS = ("pending", "slow", "nrc", "drop_out", "dependency_fail", "wrong_version")
+KINDS = ("pending", "slow", "nrc", "drop_out", "dependency_fail", "wrong_version",
+         "garbled")
 DEFAULT_STEP = {"dependency_fail": "dependency_check", "wrong_version": "reset"}
 
 
@@ -37,6 +40,7 @@ class Fault:
     nrc: int = 0x22
     offline_s: float = 0.5
     values: dict[str, str] = field(default_factory=dict)
+    keep: int = 1
     # Not from TOML: requests of ``step`` seen and times fired so far.
     seen: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
@@ -63,7 +67,7 @@ def check_fault(fault: Fault, file: str | Path, problems: Problems, path: str) -
     if fault.step not in STEPS:
         problems.add(file, f"{path}.step", f"unknown step {fault.step!r}, expected one of "
                                            f"{', '.join(STEPS)}")
-    if fault.after < 0 or fault.times < 0 or fault.count < 0:
-        problems.add(file, path, "after, times and count must be >= 0")
+    if fault.after < 0 or fault.times < 0 or fault.count < 0 or fault.keep < 0:
+        problems.add(file, path, "after, times, count and keep must be >= 0")
     if not 0 < fault.nrc <= 0xFF or fault.nrc == 0x78:
         problems.add(file, f"{path}.nrc", "must be 0x01..0xFF and not 0x78 (use pending)")

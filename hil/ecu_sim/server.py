@@ -138,7 +138,10 @@ class VirtualEcu:
                 self._send(bytes([0x7F, sid, nrc]))
             return
         assert reply is not None
-        if not reply.suppress:
+        garbled = next((f for f in faults if f.kind == "garbled"), None)
+        if garbled is not None and not reply.suppress:
+            self._send(reply.data[:max(1, garbled.keep)])
+        elif not reply.suppress:
             self._send(reply.data)
         if reply.after is not None:
             reply.after()

@@ -12,11 +12,14 @@ from agent.ota.uds.errors import (
     DependencyCheckFailed,
     FlashError,
     ImageError,
+    InvalidResponse,
     NegativeResponse,
     PreconditionViolated,
     ProtocolError,
     RoutineFailed,
     StepTimeout,
+    TransportError,
+    UnexpectedResponse,
     VersionMismatch,
 )
 from agent.ota.uds.flash import ROUTINE_ACTIVATE_PREVIOUS, FlashResult, FlashSession
@@ -26,8 +29,8 @@ from agent.ota.uds.versions import EcuVersions
 
 __all__ = [
     "ChecksumMismatch", "DependencyCheckFailed", "EcuVersions", "FlashError", "FlashResult",
-    "FlashSession", "ImageError", "NegativeResponse", "PreconditionViolated", "ProgressBar",
-    "ProgressEvery", "ProtocolError",
-    "ROUTINE_ACTIVATE_PREVIOUS", "RoutineFailed", "StepTimeout", "VersionMismatch",
-    "read_ecu_versions",
+    "FlashSession", "ImageError", "InvalidResponse", "NegativeResponse",
+    "PreconditionViolated", "ProgressBar", "ProgressEvery", "ProtocolError",
+    "ROUTINE_ACTIVATE_PREVIOUS", "RoutineFailed", "StepTimeout", "TransportError",
+    "UnexpectedResponse", "VersionMismatch", "read_ecu_versions",
 ]

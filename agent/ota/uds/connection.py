@@ -161,6 +161,23 @@ class GuardedConnection(BaseConnection):
                      frame[:4].hex(), self._request[:4].hex())
 
 
+class _DebugLevel(logging.Filter):
+    """Re-level every record of a library logger to DEBUG (handlers then decide)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            record.msg = f"[{record.levelname.lower()}] {record.msg}"
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def demote_to_debug(logger: logging.Logger) -> None:
+    """udsoncan's logger at DEBUG: its warnings and errors are details of failures this
+    package reports itself (typed, with the step); seen with DEBUG logging on."""
+    if not any(isinstance(f, _DebugLevel) for f in logger.filters):
+        logger.addFilter(_DebugLevel())
+
+
 def _security_algo(level: int, seed: bytes, params: Any) -> bytes:
     # udsoncan inspects the signature of this plain function; keep (level, seed, params).
     return compute_key(params["algorithm"], level, seed, params["secret"])
@@ -219,9 +236,9 @@ class EcuLink:
         self.client = Client(self.conn, config=config)
         # udsoncan logs every NRC 0x31 (DID not supported) and every P2 timeout while an ECU
         # reboots at WARNING/ERROR; this package turns them into typed errors and logs what
-        # matters. A level configured for the "UdsClient[<name>]" logger is left alone.
-        if self.client.logger.level == logging.NOTSET:
-            self.client.logger.setLevel(logging.CRITICAL)
+        # matters, so udsoncan's own lines go out at DEBUG (kept for a bench trace, not
+        # silenced), whatever level the "UdsClient[<name>]" logger has.
+        demote_to_debug(self.client.logger)
 
     @staticmethod
     def _kernel_socket(ecu: EcuConfig) -> isotp.socket:

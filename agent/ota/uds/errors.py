@@ -1,4 +1,18 @@
-"""Typed flash errors: each says which step failed and, for ECU refusals, the NRC."""
+"""Typed flash errors: each says which step failed and, for ECU refusals, the NRC.
+
+Failures of a request are split the way udsoncan splits them, so a caller can tell "the
+ECU did not hear or answer" from "the ECU answered, and the answer says no / is wrong"::
+
+    FlashError
+      TransportError        the request or its answer did not get through (ISO-TP, CAN)
+        StepTimeout         no answer in time (udsoncan TimeoutException, step budget)
+      ProtocolError         an answer came, but not a usable positive one
+        InvalidResponse     malformed (udsoncan InvalidResponseException)
+        UnexpectedResponse  well formed, but not the answer to this request
+                            (udsoncan UnexpectedResponseException)
+        NegativeResponse    7F SID NRC (udsoncan NegativeResponseException), with ``nrc``
+      PreconditionViolated, RoutineFailed, ChecksumMismatch, VersionMismatch, ImageError
+"""
 
 from __future__ import annotations
 
@@ -15,16 +29,37 @@ class FlashError(Exception):
         super().__init__(f"{step}: {message}")
 
 
-class NegativeResponse(FlashError):
-    """The ECU refused a request with a negative response code."""
+class TransportError(FlashError):
+    """The request or its answer did not get through: an ISO-TP send that failed (no flow
+    control), a CAN or socket error. Retried like a timeout."""
 
-    def __init__(self, step: str, nrc: int):
+
+class ProtocolError(FlashError):
+    """The ECU answered, but not with a usable positive response."""
+
+
+class InvalidResponse(ProtocolError):
+    """A malformed answer (too short, bad length fields): udsoncan could not parse it."""
+
+
+class UnexpectedResponse(ProtocolError):
+    """A well-formed answer that does not answer the request (wrong echo, a value the
+    request rules out, a block length too small to transfer anything)."""
+
+
+class NegativeResponse(ProtocolError):
+    """The ECU refused a request: ``nrc`` (e.g. 0x22 conditionsNotCorrect), ``nrc_name``
+    and the refused ``service`` id (None when unknown)."""
+
+    def __init__(self, step: str, nrc: int, service: int | None = None):
         self.nrc = nrc
-        name = Response.Code.get_name(nrc) or "unknown"
-        super().__init__(step, f"negative response 0x{nrc:02X} ({name})")
+        self.nrc_name = Response.Code.get_name(nrc) or "unknown"
+        self.service = service
+        sid = f" to service 0x{service:02X}" if service is not None else ""
+        super().__init__(step, f"negative response 0x{nrc:02X} ({self.nrc_name}){sid}")
 
 
-class StepTimeout(FlashError):
+class StepTimeout(TransportError):
     """No answer: the step's budget ran out, or P2/P2* expired on every attempt."""
 
     def __init__(self, step: str, budget_s: float, detail: str = ""):
@@ -81,6 +116,3 @@ class ImageError(FlashError):
     def __init__(self, message: str):
         super().__init__("image", message)
 
-
-class ProtocolError(FlashError):
-    """A malformed or unexpected answer, or a transport failure."""

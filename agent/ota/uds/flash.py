@@ -25,6 +25,7 @@ if they equal the versions read before the flash.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import zlib
@@ -46,6 +47,8 @@ from agent.ota.uds.errors import (
     PreconditionViolated,
     ProtocolError,
     RoutineFailed,
+    TransportError,
+    UnexpectedResponse,
     VersionMismatch,
 )
 from agent.ota.uds.image import ImageFormatError, check_image
@@ -98,8 +101,9 @@ class FlashResult:
             "retries": dict(self.retries), "bytes_sent": self.bytes_sent,
             "blocks": self.blocks,
             "error": None if self.error is None else {
-                "type": type(self.error).__name__, "step": self.error.step,
-                "nrc": getattr(self.error, "nrc", None), "message": str(self.error)},
+                "type": type(self.error).__name__, "category": error_category(self.error),
+                "step": self.error.step, "nrc": getattr(self.error, "nrc", None),
+                "service": getattr(self.error, "service", None), "message": str(self.error)},
         }
 
 
@@ -155,24 +159,47 @@ class FlashSession:
         except (ImageFormatError, OSError) as exc:
             result.error = ImageError(str(exc))
             return result
-        with EcuLink(self.ecu, self.bus, self.notifier) as link:
-            steps = StepRunner(link, self.ecu.retries)
-            keeper = TesterPresentKeeper(link, self.ecu.tester_present_s).start()
-            try:
-                self._flash(link, steps, keeper, size, result)
-                result.ok = True
-            except FlashError as exc:
-                log.error("%s: flash failed: %s", self.ecu.name, exc)
-                result.error = exc
-                if not result.touched:
-                    self._leave_programming(link, steps)
-                elif self.ecu.can_restore and self.restore_on_failure:
-                    self._restore(link, steps, keeper, result)
-            finally:
-                keeper.stop()
-                result.timings = steps.timings
-                result.retries = steps.retry_counts
+        try:
+            link = self._connect()
+        except TransportError as exc:
+            result.error = exc
+            return result
+        try:
+            self._session(link, size, result)
+        finally:
+            link.close()
         return result
+
+    def _connect(self) -> EcuLink:
+        """The open link; a socket or bus that cannot be opened is a ``TransportError``
+        (not an exception the campaign would call an internal error)."""
+        link: EcuLink | None = None
+        try:
+            link = EcuLink(self.ecu, self.bus, self.notifier)
+            return link.open()
+        except (OSError, can.CanError) as exc:       # e.g. no such kernel interface
+            if link is not None:
+                with contextlib.suppress(Exception):
+                    link.close()
+            raise TransportError("connect", f"{type(exc).__name__}: {exc}") from None
+
+    def _session(self, link: EcuLink, size: int, result: FlashResult) -> None:
+        steps = StepRunner(link, self.ecu.retries)
+        keeper = TesterPresentKeeper(link, self.ecu.tester_present_s).start()
+        try:
+            self._flash(link, steps, keeper, size, result)
+            result.ok = True
+        except FlashError as exc:
+            log.error("%s: flash failed: %s", self.ecu.name, exc)
+            result.error = exc
+            if not result.touched:
+                self._leave_programming(link, steps)
+            elif self.ecu.can_restore and self.restore_on_failure:
+                self._restore(link, steps, keeper, result)
+        finally:
+            keeper.stop()
+            result.timings = steps.timings
+            result.retries = steps.retry_counts
 
     # -- the sequence -------------------------------------------------------------------
 
@@ -229,7 +256,8 @@ class FlashSession:
                            lambda: client.request_download(location))
         max_length = min(answer.service_data.max_length, ecu.max_block_length)
         if max_length < 3:
-            raise ProtocolError("request_download", f"ECU block length {max_length} too small")
+            raise UnexpectedResponse("request_download",
+                                     f"ECU block length {max_length} too small")
 
         self._enter("transfer")
         crc = self._transfer(link, steps, size, max_length - 2, result)
@@ -340,6 +368,16 @@ class FlashSession:
             result.restore_error = exc
         finally:
             keeper.active = False
+
+
+def error_category(error: FlashError) -> str:
+    """``transport`` (no answer got through), ``protocol`` (the ECU said no or answered
+    wrongly) or ``flash`` (image, routine status, checksum, versions, precondition)."""
+    if isinstance(error, TransportError):
+        return "transport"
+    if isinstance(error, ProtocolError):
+        return "protocol"
+    return "flash"
 
 
 def _check_routine_status(step: str, status: bytes) -> None:

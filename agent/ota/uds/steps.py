@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import can
 import isotp
 from udsoncan.exceptions import (
     InvalidResponseException,
@@ -16,7 +17,14 @@ from udsoncan.exceptions import (
 )
 
 from agent.ota.uds.connection import EcuLink, StepDeadline
-from agent.ota.uds.errors import FlashError, NegativeResponse, ProtocolError, StepTimeout
+from agent.ota.uds.errors import (
+    FlashError,
+    InvalidResponse,
+    NegativeResponse,
+    StepTimeout,
+    TransportError,
+    UnexpectedResponse,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,9 +37,12 @@ RETRYABLE_NRCS = frozenset({BUSY_REPEAT_REQUEST})
 class StepRunner:
     """Per-step watchdog: the deadline bounds every wait; 0x78 keeps waiting inside it.
 
-    ``retries`` extra attempts are made after a timeout or a retryable NRC, as long as the
-    budget lasts; ``retries=None`` keeps trying until the budget ends (used after a reset,
-    while the ECU boots). Time spent and retries made are accumulated per step name.
+    udsoncan's exceptions become typed ``FlashError``s (``agent.ota.uds.errors``): timeouts
+    and ISO-TP/CAN send failures are ``TransportError``s, invalid, unexpected and negative
+    answers ``ProtocolError``s. ``retries`` extra attempts are made after a transport error
+    or a retryable NRC, as long as the budget lasts; ``retries=None`` keeps trying until
+    the budget ends (used after a reset, while the ECU boots). Time spent and retries made
+    are accumulated per step name.
     """
 
     def __init__(self, link: EcuLink, retries: int):
@@ -56,14 +67,19 @@ class StepRunner:
                         return action()
                 except StepDeadline:
                     raise StepTimeout(step, budget_s, f"attempt {attempts}") from None
-                except (TimeoutException, isotp.BlockingSendFailure) as exc:
+                except (TimeoutException, isotp.BlockingSendTimeout, TimeoutError) as exc:
                     failure = StepTimeout(step, budget_s, f"{attempts} attempt(s); last: {exc}")
+                except (isotp.BlockingSendFailure, can.CanError, OSError) as exc:
+                    failure = TransportError(step, f"{type(exc).__name__}: {exc} "
+                                                   f"(attempt {attempts})")
                 except NegativeResponseException as exc:
-                    failure = NegativeResponse(step, exc.response.code)
+                    failure = NegativeResponse(step, exc.response.code, _service_id(exc))
                     if exc.response.code not in RETRYABLE_NRCS:
                         raise failure from None
-                except (InvalidResponseException, UnexpectedResponseException) as exc:
-                    raise ProtocolError(step, str(exc)) from None
+                except InvalidResponseException as exc:
+                    raise InvalidResponse(step, str(exc)) from None
+                except UnexpectedResponseException as exc:
+                    raise UnexpectedResponse(step, str(exc)) from None
                 finally:
                     self.link.conn.deadline = None
                 if isinstance(limit, int) and attempts > limit:
@@ -79,3 +95,12 @@ class StepRunner:
                     time.sleep(pause_s)
         finally:
             self.timings[step] = self.timings.get(step, 0.0) + time.monotonic() - start
+
+
+def _service_id(exc: NegativeResponseException) -> int | None:
+    """The refused request's service id, as udsoncan parsed it from ``7F SID NRC``."""
+    service = getattr(exc.response, "service", None)
+    try:
+        return int(service.request_id()) if service is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
