@@ -90,6 +90,34 @@ SIM = SimConfig(p2_ms=200, p2_star_ms=2000, erase_s=0.05, dependency_s=0.02, boo
                 max_block_length=0x402)
 
 
+# Services that change an ECU or prepare it for that (ISO 14229-1): programming session
+# (10 02), security access, write DID, routine control, request download, transfer data,
+# transfer exit, ECU reset, write memory, DTC setting and communication control.
+PROGRAMMING = {0x27, 0x2E, 0x31, 0x34, 0x36, 0x37, 0x11, 0x3D, 0x85, 0x28}
+FUNCTIONAL_11BIT = 0x7DF
+
+
+def uds_start(data: bytes) -> bytes:
+    """The first bytes of the UDS request an ISO-TP single or first frame carries (b"" for
+    consecutive and flow-control frames)."""
+    if not data:
+        return b""
+    kind, low = data[0] >> 4, data[0] & 0x0F
+    if kind == 0:                                  # single frame (CAN FD: escaped length)
+        return data[2:] if low == 0 else data[1:1 + low]
+    if kind == 1:                                  # first frame (> 4095 bytes: escaped)
+        return data[6:] if low == 0 and data[1:2] == b"\x00" else data[2:]
+    return b""
+
+
+def is_programming(request: bytes) -> bool:
+    if not request:
+        return False
+    if request[0] == 0x10:
+        return len(request) > 1 and request[1] & 0x7F == 0x02
+    return request[0] in PROGRAMMING
+
+
 def agent_toml(tmp: Path, bus_text: str, ota_text: str, extra: str = "") -> Path:
     """config/bench.toml with our bus, state dir, OTA sections and the two ECUs."""
     text = (ROOT / "config" / "bench.toml").read_text()
@@ -191,14 +219,16 @@ class Bench:
         return StateDB(self.cfg.state_dir / "state.db")
 
     def programming_requests(self, ecu: str) -> list[can.Message]:
-        """DiagnosticSessionControl programming (10 02) frames sent to ``ecu``."""
+        """Frames that start a programming service (``PROGRAMMING``) and reach ``ecu``,
+        physically or functionally addressed; single and first ISO-TP frames are read."""
         conf = self.cfg.ecu[[e.name for e in self.cfg.ecu].index(ecu)]
         if conf.addressing == "normal_fixed_29bit":
             req_id = 0x18DA0000 | (conf.target_address << 8) | conf.source_address
+            ids = {req_id, 0x18DB3300 | conf.source_address}
         else:
-            req_id = conf.txid
-        return [m for m in self.sniffed if m.arbitration_id == req_id
-                and bytes(m.data[1:3]) == b"\x10\x02"]
+            ids = {conf.txid, FUNCTIONAL_11BIT}
+        return [m for m in list(self.sniffed)
+                if m.arbitration_id in ids and is_programming(uds_start(bytes(m.data)))]
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Attacks at campaign level: each is rejected with ``ota.rejected`` naming the Uptane
 threat, the user is never asked, and the ECU never sees a programming request (checked on
-the bus itself, by a sniffer)."""
+the bus itself, by a sniffer that reads every single and first ISO-TP frame for any
+programming service: 10 02, 27, 2E, 31, 34, 36, 37, 11, ...)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench
+from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench, uds_start
 
 from hil.backend.campaign import campaign_args, ecu_image
 from hil.repo import DirectorRepository, Faults
@@ -102,6 +103,9 @@ def test_rollback_to_an_older_release_after_an_update(tmp_path: Path):
         consent_via_inbox(bench, "OTA-NEW")
         assert bench.records.terminal("OTA-NEW")[0] == "ota.completed"
         requests_after_update = len(bench.programming_requests("eps"))
+        services = {uds_start(bytes(m.data))[:1].hex() for m in
+                    bench.programming_requests("eps")}
+        assert {"10", "27", "2e", "31", "34", "36", "37", "11"} <= services   # the sniffer
         bench.release("eps", {"F189": "1.5.0", "F188": "SW-EPS-0150", "F195": "SUP-1.5.0"}, 4)
         bench.manager.submit(campaign_args("OTA-OLD", "1.5"))
         kind, data = bench.records.terminal("OTA-OLD")
