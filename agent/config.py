@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.journal.settings import JournalConfig
+from agent.keyfiles import key_file_exposed
 from agent.model import ConfigError, Problems, build, read_toml
 from agent.ota.settings import EcuConfig, OtaConfig
 from agent.uplink.settings import CommandsConfig, UplinkConfig
@@ -139,6 +140,29 @@ class AgentConfig:
         return p if p.is_absolute() else self.state_dir / p
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _check_uplink(cfg: AgentConfig, path: Path, problems: Problems) -> None:
+    """No plaintext MQTT off the unit unless asked for; no client key others can read."""
+    up = cfg.uplink
+    if not up.enabled:
+        return
+    loopback = up.host in LOOPBACK_HOSTS or up.host.startswith("127.")
+    if not up.tls and not loopback and not up.allow_plaintext:
+        problems.add(path, "uplink.tls", f"false to {up.host!r}, which is not this unit: "
+                     "records and commands would cross the network in clear "
+                     "(set allow_plaintext = true only on a closed bench network)")
+    for name in ("ca", "cert", "key"):
+        value = getattr(up, name)
+        if value and not cfg.resolve(value).is_file():
+            problems.add(path, f"uplink.{name}", f"file not found: {cfg.resolve(value)}")
+    if up.key:
+        exposed = key_file_exposed(cfg.resolve(up.key))
+        if exposed:
+            problems.add(path, "uplink.key", f"MQTT client key {exposed}")
+
+
 def _check_ota(cfg: AgentConfig, path: Path, problems: Problems) -> None:
     from agent.ota.settings import check_ecu
     from agent.ota.uptane.settings import check_uptane
@@ -191,6 +215,7 @@ def load(path: str | Path) -> AgentConfig:
         if setup is not None:
             cfg.buses.append(setup)
     _check_ota(cfg, path, problems)
+    _check_uplink(cfg, path, problems)
     if not VIN.match(cfg.vehicle.vin):
         problems.add(path, "vehicle.vin", f"{cfg.vehicle.vin!r} is not a VIN "
                      "(17 characters, A-Z and 0-9)")

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from agent.keyfiles import key_file_exposed
+
 log = logging.getLogger(__name__)
 
 
@@ -75,13 +77,9 @@ class DeviceKey:
             raise KeyFileError(f"{path}: not a PEM private key") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"{path}: {_kind(key)} key, expected Ed25519")
-        try:
-            mode = path.stat().st_mode & 0o077
-        except OSError:
-            mode = 0
-        if mode:
-            log.warning("%s: device key is readable by group/others (mode %o); chmod 600 it",
-                        path, path.stat().st_mode & 0o777)
+        problem = key_file_exposed(path)
+        if problem:
+            raise KeyFileError(f"{path}: device key {problem}")
         return cls(key, path)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -17,9 +18,14 @@ def run_cmd(args: argparse.Namespace) -> int:
 
     stop = StopRequest().install()   # before the slow imports: systemd may stop us any time
     from agent.ingest.cli import load_config_or_exit
+    from agent.records.keys import KeyFileError
     from agent.service.service import run
 
     cfg = load_config_or_exit(args.config)
     if cfg is None:
         return 2
-    return run(cfg, stop)
+    try:
+        return run(cfg, stop)
+    except KeyFileError as exc:  # refused before anything was signed or sent
+        print(f"icv-agent: {exc}", file=sys.stderr)
+        return 2

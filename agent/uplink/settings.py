@@ -16,6 +16,7 @@ class UplinkConfig:
     cert: str = ""                   # client certificate (PEM) for mutual TLS
     key: str = ""                    # client private key (PEM)
     tls: bool = True
+    allow_plaintext: bool = False    # tls = false to a host other than this unit (bench only)
     keepalive_s: int = 30
     inflight: int = 20               # records published and not yet acknowledged
     backoff_min_s: float = 0.5
