@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench, uds_start
+from tamper import one_key_twice
 
 from hil.backend.campaign import campaign_args, ecu_image
 from hil.repo import DirectorRepository, Faults
@@ -63,6 +64,11 @@ def missing_image(b: Bench) -> None:
         f"/image/targets/eps/{info.hashes['sha256']}.eps-2.0.0.bin"}))
 
 
+def one_key_counted_twice(b: Bench) -> None:
+    one_key_twice(b.ota.image, "targets", "image-targets")   # eps/* is signed by targets
+    b.release("eps", EPS_V2, 2)
+
+
 ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "image changed on the server": (tampered_image, "arbitrary_software"),
     "director signed by a wrong key": (director_wrong_key, "arbitrary_software"),
@@ -72,6 +78,7 @@ ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "endless image": (endless_image, "endless_data"),
     "image trickled below the speed floor": (slow_image, "partial_bundle"),
     "image missing on the server": (missing_image, "partial_bundle"),
+    "one key counted twice toward a threshold": (one_key_counted_twice, "arbitrary_software"),
 }
 
 

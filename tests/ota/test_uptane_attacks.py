@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tamper import one_key_twice
 from tuf.api.metadata import TargetFile
 from uptane_fixtures import ECUS, VERSIONS, VIN, Bench, image_bytes, make_bench
 
@@ -187,6 +188,19 @@ def test_delegated_role_signed_by_a_wrong_key(installed: Bench):
     installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
     err = rejected(installed, "arbitrary_software")
     assert (err.repo, err.role) == ("image", "supplier-bms")
+
+
+@pytest.mark.parametrize("role,key", [("targets", "image-targets-1"),
+                                      ("supplier-bms", "image-supplier-bms")])
+def test_one_key_under_two_key_ids_does_not_meet_a_threshold_of_two(installed: Bench,
+                                                                    role: str, key: str):
+    # Root (for targets) or targets (for supplier-bms) asks for 2 signatures but lists one
+    # key twice, the second time under another key id with its hex in upper case.
+    one_key_twice(installed.image, role, key)
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    err = rejected(installed, "arbitrary_software")
+    assert (err.repo, err.role) == ("image", role)
+    assert "1/2 distinct keys" in err.message
 
 
 @pytest.mark.parametrize("signer", ["new-only", "old-only"])

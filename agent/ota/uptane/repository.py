@@ -17,8 +17,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import Key
 from tuf.api import exceptions as tuf_exc
-from tuf.api.metadata import Metadata, MetaFile, Root, Signed, Snapshot, TargetFile, Targets
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Signed,
+    Snapshot,
+    TargetFile,
+    Targets,
+    VerificationResult,
+)
 from tuf.api.metadata import Timestamp as TimestampRole
 from tuf.api.serialization import DeserializationError
 
@@ -127,10 +144,11 @@ class TrustedRepository:
             except ValueError as exc:
                 raise ArbitrarySoftware(str(exc), repo=self.name, role="root") from exc
             for which, part in (("previous", result.first), ("new", result.second)):
-                if not part.verified:
+                distinct = distinct_signers(part)
+                if distinct < part.threshold:
                     raise ArbitrarySoftware(
-                        f"root v{nxt} signed by {len(part.signed)}/{part.threshold} of the "
-                        f"{which} root's keys", repo=self.name, role="root")
+                        f"root v{nxt} signed by {distinct}/{part.threshold} distinct keys "
+                        f"of the {which} root", repo=self.name, role="root")
             # Fast-forward recovery: rotated timestamp/snapshot keys reset their floors.
             if set(new.roles["timestamp"].keyids) != set(root.roles["timestamp"].keyids):
                 self._state["timestamp"] = 0
@@ -283,14 +301,18 @@ class TrustedRepository:
         return md  # type: ignore[return-value]
 
     def _verify(self, delegator: Root | Targets, role: str, md: Metadata[Any]) -> None:
+        """The delegator's threshold, met by distinct keys (``verify_delegate`` counts key
+        ids, and one key listed under two ids would count twice)."""
         try:
-            delegator.verify_delegate(role, md.signed_bytes, md.signatures)
-        except tuf_exc.UnsignedMetadataError as exc:
-            raise ArbitrarySoftware(f"signature threshold not met: {exc}", repo=self.name,
-                                    role=role) from exc
+            result = delegator.get_verification_result(role, md.signed_bytes, md.signatures)
         except ValueError as exc:
             raise ArbitrarySoftware(f"no delegation for {role}: {exc}", repo=self.name,
                                     role=role) from exc
+        distinct = distinct_signers(result)
+        if distinct < result.threshold:
+            raise ArbitrarySoftware(f"signature threshold not met: {role} was signed by "
+                                    f"{distinct}/{result.threshold} distinct keys",
+                                    repo=self.name, role=role)
 
     def _bind(self, meta: MetaFile, data: bytes, role: str) -> None:
         try:
@@ -306,4 +328,29 @@ class TrustedRepository:
                          f"(secure time {self._now.isoformat()})", repo=self.name, role=role)
 
 
-__all__ = ["RoleCaps", "TrustedRepository", "UpdateRejected"]
+def key_value(key: Key) -> str:
+    """What a key *is*, whatever its key id or spelling: the raw Ed25519 bytes or the DER
+    of a PEM public key. Key ids are names chosen by the delegator, not the key itself,
+    so a threshold is counted over these values."""
+    public = key.keyval.get("public") if isinstance(key.keyval, dict) else None
+    if isinstance(public, str):
+        try:
+            if key.keytype == "ed25519":
+                return f"ed25519:{bytes.fromhex(public).hex()}"
+            der = load_pem_public_key(public.encode()).public_bytes(
+                Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            return f"spki:{der.hex()}"
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            pass
+    try:
+        return f"{key.keytype}:{encode_canonical(key.keyval)}"
+    except Exception:   # noqa: BLE001 - not canonical JSON: compare as written
+        return f"{key.keytype}:{key.keyval!r}"
+
+
+def distinct_signers(result: VerificationResult) -> int:
+    """How many different keys (by value, not by key id) made the valid signatures."""
+    return len({key_value(key) for key in result.signed.values()})
+
+
+__all__ = ["RoleCaps", "TrustedRepository", "UpdateRejected", "distinct_signers", "key_value"]

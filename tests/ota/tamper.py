@@ -1,0 +1,60 @@
+"""Hand-made tampering of the bench repositories (``hil.repo``), shared by the Uptane and
+the campaign attack suites: each helper edits and re-signs real metadata the way an
+attacker (or a careless repository owner) would, so the agent meets it over real HTTP."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner, SSlibKey
+from tuf.api.metadata import Targets
+
+from hil.repo import ImageRepository, KeyStore
+
+
+def alias_signer(keys: KeyStore, name: str, *, upper_hex: bool = True) -> CryptoSigner:
+    """The private key ``name`` once more, under another key id (and, with ``upper_hex``,
+    its public value spelled in upper-case hex): one key that looks like two."""
+    original = keys.signer(name).public_key
+    value = dict(original.keyval)
+    if upper_hex:
+        value["public"] = value["public"].upper()
+    public = SSlibKey(f"alias-{original.keyid}", original.keytype, original.scheme, value)
+    pem = keys.folder / f"{name}.key"
+    private = load_pem_private_key(pem.read_bytes(), None)
+    return CryptoSigner(private, public)  # type: ignore[arg-type]
+
+
+def one_key_twice(image: ImageRepository, role: str, key_name: str) -> None:
+    """``role`` asks for a threshold of 2 but lists only ``key_name``, under its own id
+    and under an alias; the role is then re-signed with that one key under both ids."""
+    signer = image.keys.signer(key_name)
+    alias = alias_signer(image.keys, key_name)
+    if role == Targets.type:
+        with image.edit_root() as root:
+            for keyid in list(root.roles[role].keyids):
+                if keyid != signer.public_key.keyid:
+                    root.revoke_key(keyid, role)
+            root.add_key(alias.public_key, role)
+            root.roles[role].threshold = 2
+    else:
+        with image.edit_targets(_delegator(image, role)) as targets:
+            assert targets.delegations is not None
+            targets.add_key(alias.public_key, role)
+            assert targets.delegations.roles is not None
+            targets.delegations.roles[role].threshold = 2
+    image.signers_override[role] = [signer, alias]
+    with image.edit_targets(role):
+        pass
+    image.publish()
+
+
+def _delegator(image: ImageRepository, role: str) -> str:
+    for name in image.roles():
+        md = image.open(name)
+        if isinstance(md.signed, Targets) and md.signed.delegations is not None \
+                and role in (md.signed.delegations.roles or {}):
+            return name
+    raise KeyError(f"nobody delegates to {role!r}")
+
+
+__all__ = ["alias_signer", "one_key_twice"]
