@@ -57,7 +57,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    from agent.ingest.trace import ChannelRouter, TraceError, read_trace
+    from agent.ingest.trace import ChannelRouter, TraceError, TraceReader
     from agent.pipeline import Pipeline, TimeBase
 
     cfg = load_config_or_exit(args.config)
@@ -81,13 +81,21 @@ def analyze(args: argparse.Namespace) -> int:
     feed = pipeline.feed
     route = router.route
     last_t = None
+    not_before = None      # data time only goes forward, across traces too
     try:
         for trace in args.traces:
-            for msg in read_trace(trace):
-                idx = route(msg.channel)
-                if idx is not None:
-                    last_t = msg.timestamp
-                    feed(idx, msg, last_t)
+            reader = TraceReader(trace, not_before=not_before)
+            try:
+                for msg in reader:
+                    idx = route(msg.channel)
+                    if idx is not None:
+                        last_t = msg.timestamp
+                        feed(idx, msg, last_t)
+            finally:
+                for line in reader.lines():
+                    print(line, file=sys.stderr)
+            if reader.last_t is not None:
+                not_before = reader.last_t
     except TraceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         pipeline.stop(last_t)

@@ -25,6 +25,7 @@ The monitor counts the events itself from the same signals the other monitors re
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -32,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from agent.monitors.accident import ACCEL, FLAG_TRIGGERS, IN_USE, CrashGrouper, CrashTriggers, InUse
 from agent.monitors.base import Monitor
-from agent.timefmt import iso_ms
+from agent.timefmt import EARLIEST, LATEST, iso_ms, plausible
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,19 @@ COUNTS = (
 
 
 def _local(utc: float, tz: ZoneInfo) -> datetime:
+    if not plausible(utc):
+        # NaN, inf or 1e300 has no calendar period (datetime raises on most of it): the
+        # nearest plausible time keeps the periods valid. ``_advance`` ignores such times.
+        utc = LATEST - 1.0 if utc > EARLIEST else EARLIEST
     return datetime.fromtimestamp(utc, tz=timezone.utc).astimezone(tz)
+
+
+def _finite(value: Any) -> Any:
+    """A number that can be summed, else None (unknown): a float DBC signal may decode as
+    NaN or inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def quarter_of(utc: float, tz: ZoneInfo) -> tuple[str, float, float]:
@@ -111,13 +124,19 @@ class Totals:
     @classmethod
     def from_json(cls, d: Any) -> Totals | None:
         try:
-            return cls(str(d["period"]), float(d["start"]), float(d["end"]),
-                       {str(k): float(v) for k, v in d["active_s"].items()},
-                       {str(k): float(v) for k, v in d["distance_km"].items()},
-                       {str(k): float(v) for k, v in d["odometer_km"].items()},
-                       {str(k): int(v) for k, v in d["counts"].items()})
-        except (KeyError, TypeError, ValueError, AttributeError):
+            t = cls(str(d["period"]), float(d["start"]), float(d["end"]),
+                    {str(k): float(v) for k, v in d["active_s"].items()},
+                    {str(k): float(v) for k, v in d["distance_km"].items()},
+                    {str(k): float(v) for k, v in d["odometer_km"].items()},
+                    {str(k): int(v) for k, v in d["counts"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             return None
+        # JSON may carry NaN/Infinity: such totals would poison every later sum
+        numbers = [t.start, t.end, *t.active_s.values(), *t.distance_km.values(),
+                   *t.odometer_km.values()]
+        if not all(math.isfinite(x) for x in numbers):
+            return None
+        return t
 
     def record(self, tz: str, *, odometer: bool, closed: str, as_of: float) -> dict[str, Any]:
         """``stats.period`` data: per-function figures and a total, rounded to the ms / m."""
@@ -208,9 +227,9 @@ class PeriodStatsMonitor(Monitor):
         elif name == SPEED:
             self._on_speed(value)
         elif name == ODOMETER:
-            self.odo = value
+            self.odo = _finite(value)
             if self.seg_odo is None:
-                self.seg_odo = value
+                self.seg_odo = self.odo
         elif name == EXIT:
             self.exit_value = value
             self.exit_changed = t
@@ -325,6 +344,7 @@ class PeriodStatsMonitor(Monitor):
         self._count(f"cda.deactivated.{reason}", t)
 
     def _on_speed(self, value: Any) -> None:
+        value = _finite(value)
         if self.seg_t is not None:
             if value is None and self.speed is not None:
                 self.gap_odo = self.odo
@@ -346,6 +366,8 @@ class PeriodStatsMonitor(Monitor):
         """Bring the totals up to ``t``, closing every period that ended before it."""
         assert self.quarter is not None and self.year is not None
         u = self.ctx.utc(t)
+        if not plausible(u):   # a damaged time: inf would close periods forever
+            return
         while u >= min(self.quarter.end, self.year.end):
             boundary = min(self.quarter.end, self.year.end)
             self._accumulate(t - (u - boundary))
@@ -369,6 +391,8 @@ class PeriodStatsMonitor(Monitor):
         self.seg_t = t
 
     def _add(self, what: str, fn: str, amount: float) -> None:
+        if not math.isfinite(amount):   # e.g. 1e300 km/h over a second: keep the sums usable
+            return
         for totals in (self.quarter, self.year):
             assert totals is not None
             bucket = getattr(totals, what)
