@@ -238,9 +238,12 @@ class ImageRepository(BenchRepository):
         return repo
 
     def add_delegation(self, name: str, paths: list[str], hardware_ids: list[str] | None,
-                       *, terminating: bool = True, key_name: str | None = None) -> None:
+                       *, terminating: bool = True, key_name: str | None = None,
+                       delegator: str = Targets.type) -> None:
+        """Delegate ``paths`` (for ``hardware_ids``, None: any) to a new role ``name``, after
+        the roles ``delegator`` already delegates to (lower priority)."""
         key = self.keys.ensure(key_name or f"image-{name}").public_key
-        with self.edit_targets() as targets:
+        with self.edit_targets(delegator) as targets:
             if targets.delegations is None:
                 targets.delegations = Delegations({}, {})
             fields = {custom.DELEGATION_HARDWARE_IDS: hardware_ids} if hardware_ids else None

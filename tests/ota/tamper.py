@@ -48,6 +48,24 @@ def one_key_twice(image: ImageRepository, role: str, key_name: str) -> None:
     image.publish()
 
 
+def terminating_shadow(image: ImageRepository, pattern: str, *, first: str, inner: str,
+                       rogue: str) -> None:
+    """Delegations where ``rogue`` must never be asked about ``pattern``: targets delegates
+    ``pattern`` to ``first`` (non-terminating; made so if it exists) and then to ``rogue``;
+    ``first`` delegates it on to ``inner``, *terminating*. A target under ``pattern`` that
+    ``inner`` does not list has no signer; sign it in ``rogue`` to attack."""
+    top = image.open(Targets.type).signed.delegations
+    if top is not None and first in (top.roles or {}):
+        with image.edit_targets() as targets:
+            assert targets.delegations is not None and targets.delegations.roles is not None
+            targets.delegations.roles[first].terminating = False
+    else:
+        image.add_delegation(first, [pattern], None, terminating=False)
+    image.add_delegation(inner, [pattern], None, terminating=True, delegator=first)
+    image.add_delegation(rogue, [pattern], None, terminating=False)
+    image.publish()
+
+
 def _delegator(image: ImageRepository, role: str) -> str:
     for name in image.roles():
         md = image.open(name)
@@ -57,4 +75,4 @@ def _delegator(image: ImageRepository, role: str) -> str:
     raise KeyError(f"nobody delegates to {role!r}")
 
 
-__all__ = ["alias_signer", "one_key_twice"]
+__all__ = ["alias_signer", "one_key_twice", "terminating_shadow"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench, uds_start
-from tamper import one_key_twice
+from tamper import one_key_twice, terminating_shadow
 
 from hil.backend.campaign import campaign_args, ecu_image
 from hil.repo import DirectorRepository, Faults
@@ -69,6 +69,14 @@ def one_key_counted_twice(b: Bench) -> None:
     b.release("eps", EPS_V2, 2)
 
 
+def terminating_delegation_bypassed(b: Bench) -> None:
+    terminating_shadow(b.ota.image, "eps/*", first="eps-tier1", inner="eps-boot",
+                       rogue="fleet")
+    info = b.ota.image.add_image("eps/eps-2.0.0.bin", ecu_image(8192, EPS_V2), "HW-EPS-03", 2,
+                                 role="fleet", versions=EPS_V2)
+    b.ota.director.assign(VIN, "eps", info)
+
+
 ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "image changed on the server": (tampered_image, "arbitrary_software"),
     "director signed by a wrong key": (director_wrong_key, "arbitrary_software"),
@@ -79,6 +87,8 @@ ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "image trickled below the speed floor": (slow_image, "partial_bundle"),
     "image missing on the server": (missing_image, "partial_bundle"),
     "one key counted twice toward a threshold": (one_key_counted_twice, "arbitrary_software"),
+    "lower-priority role signs what a terminating role owns":
+        (terminating_delegation_bypassed, "partial_bundle"),
 }
 
 

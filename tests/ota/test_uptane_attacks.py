@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tamper import one_key_twice
+from tamper import one_key_twice, terminating_shadow
 from tuf.api.metadata import TargetFile
 from uptane_fixtures import ECUS, VERSIONS, VIN, Bench, image_bytes, make_bench
 
@@ -410,6 +410,58 @@ def test_delegation_limited_to_other_hardware_finds_nothing(installed: Bench):
     ecus = {**ECUS, "BMS-01": EcuInstalled("bms-hw-c", 3)}
     installed.director.assign(VIN, "BMS-01", info, hardware_id="bms-hw-c")
     rejected(installed, "partial_bundle", ecus=ecus)
+
+
+def test_terminating_delegation_ends_the_search(installed: Bench):
+    # targets -> supplier-bms (bms/*, not terminating) -> bms-boot (bms/*, terminating);
+    # targets -> fleet (bms/*) comes later: once bms-boot matched, fleet may not be asked.
+    terminating_shadow(installed.image, "bms/*", first="supplier-bms", inner="bms-boot",
+                       rogue="fleet")
+    installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5, role="fleet",
+                              versions=VERSIONS)
+    installed.director.assign(VIN, "BMS-01", installed.image.target("bms/bms-2.5.0.bin")[0])
+    err = rejected(installed, "partial_bundle")
+    assert err.ecu_id == "BMS-01"
+    assert not installed.fetched(".fleet.json"), "the search went past a terminating role"
+
+
+def test_terminating_delegation_signs_what_it_owns(installed: Bench):
+    terminating_shadow(installed.image, "bms/*", first="supplier-bms", inner="bms-boot",
+                       rogue="fleet")
+    installed.image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5, role="bms-boot",
+                              versions=VERSIONS)
+    installed.director.assign(VIN, "BMS-01", installed.image.target("bms/bms-2.5.0.bin")[0])
+    (target, _), = run_campaign(installed.client()).values()
+    assert target.image_role == "bms-boot"
+
+
+def test_delegations_are_searched_pre_order_depth_first(installed: Bench):
+    # targets -> supplier-bms -> bms-boot (not terminating here), then targets -> fleet:
+    # supplier-bms's subtree comes before fleet, so bms-boot's image is the one chosen.
+    img = installed.image
+    with img.edit_targets() as targets:
+        assert targets.delegations is not None and targets.delegations.roles is not None
+        targets.delegations.roles["supplier-bms"].terminating = False
+    img.add_delegation("bms-boot", ["bms/*"], None, terminating=False, delegator="supplier-bms")
+    img.add_delegation("fleet", ["bms/*"], None, terminating=False)
+    img.add_image("bms/bms-2.5.0.bin", image_bytes("fleet-bms"), "bms-hw-a", 5, role="fleet",
+                  versions=VERSIONS)
+    info = img.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5, role="bms-boot",
+                         versions=VERSIONS)
+    installed.director.assign(VIN, "BMS-01", info)
+    (target, path), = run_campaign(installed.client()).values()
+    assert target.image_role == "bms-boot" and path.read_bytes() == BMS_V5
+
+
+def test_delegation_hardware_ids_must_be_a_list(installed: Bench):
+    # A string would match by substring: "bms-hw-a" in "bms-hw-a2" is True.
+    with installed.image.edit_targets() as targets:
+        assert targets.delegations is not None and targets.delegations.roles is not None
+        targets.delegations.roles["supplier-bms"].unrecognized_fields["hardware_ids"] = \
+            "bms-hw-a2"
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    err = rejected(installed, "arbitrary_software")
+    assert (err.repo, err.role) == ("image", "targets")
 
 
 def test_hostile_target_path_is_refused(installed: Bench):

@@ -249,33 +249,60 @@ class TrustedRepository:
         return found
 
     def _walk(self, path: str, hardware_id: str) -> tuple[TargetFile, str] | None:
+        """TUF client workflow 5.6.7.2 as python-tuf's ngclient
+        ``_preorder_depth_first_walk``: pre-order depth first, children in the order their
+        delegator lists them, and a *terminating* delegation that matches ends the search
+        there: no later sibling and no role still pending may be asked (dropping only the
+        siblings let a lower-priority role sign a path a terminating role owns)."""
         stack: list[tuple[str, Root | Targets | None]] = [(Targets.type, None)]
         visited: set[str] = set()
         while stack and len(visited) <= self.max_delegations:
             role, delegator = stack.pop()
             if role in visited:
                 continue
-            visited.add(role)
             targets = self.targets.get(role)
             if targets is None:
                 assert isinstance(delegator, Targets)
                 targets = self._update_targets(role, delegator)
             if path in targets.targets:
                 return targets.targets[path], role
-            if targets.delegations is None or targets.delegations.roles is None:
-                continue
+            visited.add(role)
             children: list[tuple[str, Root | Targets | None]] = []
-            for child in targets.delegations.roles.values():
-                if not child.is_delegated_path(path):
-                    continue
-                hw_ids = child.unrecognized_fields.get(DELEGATION_HARDWARE_IDS)
-                if hw_ids is not None and hardware_id not in hw_ids:
-                    continue
-                children.append((child.name, targets))
-                if child.terminating:
+            for child, terminating in self._delegated(targets, role, path, hardware_id):
+                children.append((child, targets))
+                if terminating:
+                    stack.clear()
                     break
             stack.extend(reversed(children))
+        if stack:
+            log.warning("%s: %s not found within %d delegated roles", self.name, path,
+                        self.max_delegations)
         return None
+
+    def _delegated(self, targets: Targets, role: str, path: str, hardware_id: str
+                   ) -> Iterator[tuple[str, bool]]:
+        """(role, terminating) of the delegations of ``targets`` that apply to ``path`` on
+        ``hardware_id``, in priority order. A delegation applies when its paths match and,
+        if it names hardware ids (Uptane), ``hardware_id`` is one of them."""
+        delegations = targets.delegations
+        if delegations is None:
+            return
+        if delegations.succinct_roles is not None:
+            yield delegations.succinct_roles.get_role_for_target(path), True
+            return
+        for child in (delegations.roles or {}).values():
+            if not child.is_delegated_path(path):
+                continue
+            hw_ids = child.unrecognized_fields.get(DELEGATION_HARDWARE_IDS)
+            if hw_ids is not None:
+                if not isinstance(hw_ids, list) or not all(isinstance(h, str)
+                                                           for h in hw_ids):
+                    raise ArbitrarySoftware(f"delegation to {child.name}: "
+                                            f"{DELEGATION_HARDWARE_IDS} must be a list of "
+                                            f"strings", repo=self.name, role=role)
+                if hardware_id not in hw_ids:
+                    continue
+            yield child.name, child.terminating
 
     def iter_roles(self) -> Iterator[tuple[str, Targets]]:
         yield from self.targets.items()
