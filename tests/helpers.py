@@ -1,8 +1,13 @@
-"""Small things several suites share: sample record data per type, and waiting."""
+"""Small things several suites share: sample record data per type, waiting, and reading a
+child process's output with a deadline."""
 
 from __future__ import annotations
 
+import queue
+import subprocess
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 # ``data`` of a plausible record per type (schema-valid), for journal/uplink/backend tests.
@@ -26,3 +31,83 @@ def wait_until(predicate: Any, timeout: float, every: float = 0.05) -> bool:
             return True
         time.sleep(every)
     return bool(predicate())
+
+
+class ChildLines:
+    """The stdout lines of a child process, read by a thread so waits can have deadlines.
+
+    ``wait_for(predicate, timeout)`` returns the first new line for which ``predicate`` is
+    true; when the deadline passes or the child's stdout ends first it fails the test with
+    a message saying what was read (the line count and the last lines). The caller still
+    ends the child; ``close()`` then joins the reader and collects the rest in ``lines``.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], name: str = "child"):
+        if proc.stdout is None:
+            raise ValueError("the child needs stdout=subprocess.PIPE")
+        self.proc = proc
+        self.name = name
+        self.lines: list[str] = []
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._eof = False
+        self._thread = threading.Thread(target=self._read, daemon=True,
+                                        name=f"stdout-of-{name}")
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                self._queue.put(line.rstrip("\n"))
+        except (OSError, ValueError):        # the pipe was closed under us
+            pass
+        finally:
+            self._queue.put(None)
+
+    def _what_was_read(self) -> str:
+        tail = "\n".join(f"    {line}" for line in self.lines[-15:]) or "    (nothing)"
+        return f"{len(self.lines)} line(s) read from {self.name}; the last ones:\n{tail}"
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float,
+                 what: str = "the expected line") -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self._eof or left <= 0:
+                break
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self._eof = True
+                break
+            self.lines.append(line)
+            try:
+                if predicate(line):
+                    return line
+            except ValueError as exc:
+                raise AssertionError(f"{self.name} printed {line!r} while waiting for "
+                                     f"{what}: {exc}\n{self._what_was_read()}") from None
+        if self._eof:
+            code = self.proc.poll()
+            raise AssertionError(f"{self.name} closed its stdout (exit code {code}) before "
+                                 f"{what}\n{self._what_was_read()}")
+        raise AssertionError(f"no {what} from {self.name} within {timeout:.1f} s\n"
+                             f"{self._what_was_read()}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """After the child ended: join the reader and add what it read since the last wait
+        to ``lines``."""
+        self._thread.join(timeout)
+        while not self._eof:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._eof = True
+            else:
+                self.lines.append(line)
+        if not self._thread.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -21,7 +21,7 @@ from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey, load_public_key
 from agent.records.verify import verify_records
-from tests.helpers import SAMPLE
+from tests.helpers import SAMPLE, ChildLines
 
 VIN = "LSVTEST0000000001"
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,16 +242,16 @@ def test_sigkill_loses_nothing_reported_stored(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)],
                              stdout=subprocess.PIPE, text=True, env=env)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    reported = 0
-    for line in child.stdout:
-        reported = int(line)
-        if reported >= 400:
-            break
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    child.stdout.close()
+    lines = ChildLines(child, "the journal writer")
+    try:
+        # Generous deadlines: a loaded machine is slow, a hung child still fails the test.
+        lines.wait_for(lambda line: line == "ready", 60, "'ready'")
+        reported = int(lines.wait_for(lambda line: int(line) >= 400, 120,
+                                      "a stored seq >= 400"))
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        lines.close()
 
     db, info = open_state_db(tmp_path / "state.db")
     assert info is None
