@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.journal.outbox import Journal
+from agent.journal.outbox import Journal, is_disk_full, lane_of
 from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 
@@ -73,9 +73,33 @@ class Recorder:
                 raise
             self.journal.hold(events, exc=exc)
             self._retry_at = time.monotonic() + self.retry_s
-            return
+            made = self._accidents_into_reserve(exc)
+        else:
+            if self.journal is not None:
+                self.journal.committed()
         if made and self.deliver is not None:
             self.deliver(made)
+
+    def _accidents_into_reserve(self, exc: BaseException) -> list[dict[str, Any]]:
+        """On a full disk, held accident events are committed in the journal's reserve,
+        so a reset cannot lose them; the rest waits for space."""
+        journal = self.journal
+        assert journal is not None
+        if not is_disk_full(exc):
+            return []
+        held = journal.take_held()
+        urgent = [e for e in held if lane_of(e[0]) <= 1]
+        if not urgent or not journal.reserve.release():
+            journal.keep(held)
+            return []
+        try:
+            made = self._commit(urgent, {})
+        except sqlite3.OperationalError as again:
+            journal.hold(held, exc=again)
+            return []
+        journal.committed()
+        journal.keep([e for e in held if lane_of(e[0]) > 1])
+        return made
 
     def _commit(self, events: list[tuple[str, dict[str, Any], float]],
                 state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,12 +30,16 @@ the state database in the same transaction, so the caller can write a counted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.journal.settings import JournalConfig
@@ -155,6 +159,12 @@ class Journal:
         self._evictions_pending = db.get(EVICTIONS_KEY) is not None
         self._held: deque[Any] = deque()
         self._held_dropped: dict[str, int] = {}
+        # What take_evictions() handed out in the transaction not yet known to be
+        # committed: given back by hold() when that commit fails.
+        self._taken: dict[str, int] | None = None
+        self.reserve = Reserve(db.path.with_name("journal.reserve") if db.path else None,
+                               int(self.config.reserve_mb * 1024 * 1024))
+        self.reserve.take()
 
     # -- writing (pipeline thread, inside the caller's transaction) -------------------
 
@@ -195,11 +205,23 @@ class Journal:
         tally = json.loads(row[0]) if row else None
         conn.execute("DELETE FROM kv WHERE key=?", (EVICTIONS_KEY,))
         self._evictions_pending = False
+        self._taken = dict(self._held_dropped)
         if self._held_dropped:
             tally = tally or _empty_tally()
             tally["unstored"] = dict(self._held_dropped)
             self._held_dropped.clear()
+        if self.reserve.used_unreported:
+            tally = tally or _empty_tally()
+            tally["reserve_used"] = self.reserve.used_unreported
+            self._taken["\0reserve"] = self.reserve.used_unreported
+            self.reserve.used_unreported = 0
         return tally
+
+    def committed(self) -> None:
+        """The transaction of the last ``take_evictions()`` committed: its tally is told."""
+        self._taken = None
+        if self.reserve.released:
+            self.reserve.take()
 
     # -- reading and acknowledging (uplink thread, own connection) --------------------
 
@@ -249,9 +271,20 @@ class Journal:
         counted in the next ``take_evictions()``; lane 0-1 items are always kept."""
         self.db.abort()
         self.write_failures += 1
+        if self._taken is not None:  # the tally went down with the transaction: keep it
+            self._evictions_pending = self.db.get(EVICTIONS_KEY) is not None
+            self.reserve.used_unreported += self._taken.pop("\0reserve", 0)
+            for t, n in self._taken.items():
+                self._held_dropped[t] = self._held_dropped.get(t, 0) + n
+            self._taken = None
         if self.write_failures == 1 or self.write_failures % 100 == 0:
             log.error("journal commit failed (%s); %d item(s) held for retry, failure #%d",
                       _describe(exc), len(items), self.write_failures)
+        self.keep(items, type_of)
+
+    def keep(self, items: Sequence[Any], type_of: Callable[[Any], str] = lambda e: e[0]
+             ) -> None:
+        """Put items (back) in front of what is held, within ``hold_max``."""
         self._held.extendleft(reversed(list(items)))
         excess = len(self._held) - max(self.config.hold_max, 0)
         if excess <= 0:
@@ -337,6 +370,59 @@ class Journal:
         self.db.put_in(EVICTIONS_KEY, tally)
         self.evicted += len(rows)
         self._evictions_pending = True
+
+
+class Reserve:
+    """Space kept for accident records: a preallocated file, released on a full disk.
+
+    SQLite needs free blocks for its WAL and pages; when the file system is full, deleting
+    this file gives them back at once, so the accident lanes still commit (and survive a
+    reset, which records held in memory would not)."""
+
+    def __init__(self, path: Path | None, size: int):
+        self.path = path
+        self.size = size
+        self.released = False
+        self.used = 0                 # times released for the accident lanes
+        self.used_unreported = 0      # of which not yet in a journal.evicted record
+
+    def take(self) -> bool:
+        """Make sure the reserve exists (when there is room for it and then some)."""
+        if self.path is None or self.size <= 0:
+            return False
+        try:
+            if self.path.exists() and self.path.stat().st_size >= self.size:
+                self.released = False
+                return True
+            if shutil.disk_usage(self.path.parent).free < 2 * self.size:
+                return False
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)   # real blocks, not a sparse file
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("journal reserve %s not taken: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return False
+        self.released = False
+        return True
+
+    def release(self) -> bool:
+        """Give the space back for the accident lanes; False if there was none."""
+        if self.path is None or not self.path.exists():
+            return False
+        try:
+            self.path.unlink()
+        except OSError:
+            return False
+        self.released = True
+        self.used += 1
+        self.used_unreported += 1
+        log.error("disk full: journal reserve %s released for accident records", self.path)
+        return True
 
 
 def _empty_tally() -> dict[str, Any]:

@@ -15,3 +15,7 @@ class JournalConfig:
     # Events kept in memory after a failed commit (disk full) for the next attempt;
     # beyond it the lowest lanes are dropped and counted (accident events are always kept).
     hold_max: int = 10000
+    # Disk space kept in reserve (a preallocated file next to the state database) for the
+    # accident lanes: on a full disk it is released so accident records still become
+    # durable, and taken again once space returns. 0 = no reserve.
+    reserve_mb: float = 2.0
