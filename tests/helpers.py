@@ -1,8 +1,9 @@
-"""Small things several suites share: sample record data per type, waiting, and reading a
-child process's output with a deadline."""
+"""Small things several suites share: sample record data per type, waiting, scaled test
+timings, and reading a child process's output with a deadline."""
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import threading
@@ -22,6 +23,8 @@ SAMPLE: dict[str, dict[str, Any]] = {
     "agent.health": {"cpu": 1.0},
 }
 
+TIME_SCALE_ENV = "ICV_TEST_TIME_SCALE"
+
 
 def wait_until(predicate: Any, timeout: float, every: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds passed; its last value."""
@@ -31,6 +34,45 @@ def wait_until(predicate: Any, timeout: float, every: float = 0.05) -> bool:
             return True
         time.sleep(every)
     return bool(predicate())
+
+
+def time_scale() -> float:
+    """The factor of ``scaled``: ``$ICV_TEST_TIME_SCALE``, 1.0 when unset or empty."""
+    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        factor = float(raw)
+    except ValueError:
+        raise ValueError(f"{TIME_SCALE_ENV}={raw!r}: expected a number such as 3") from None
+    if not factor >= 1.0:
+        raise ValueError(f"{TIME_SCALE_ENV}={raw!r}: must be >= 1 (it only slows tests down)")
+    return factor
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` times the test time scale: the one knob for protocol timings in tests.
+
+    Every UDS / ISO-TP timing a test configures goes through here: the tester's P2 and
+    P2*, step budgets, retry waits and TesterPresent period, and the virtual ECU's side of
+    it (P2/P2* it grants, S3, erase/boot times, fault delays, NRC 0x78 cadence and offline
+    times), including the values written into ECU TOML files for other processes. They all
+    grow by one factor, so the ratios the tests rely on (an answer later than P2, a pause
+    longer than S3, a storm longer than its budget) stay what they were.
+
+    The factor is the environment variable ``ICV_TEST_TIME_SCALE``: unset (1.0) on a normal
+    machine; a slow or loaded one runs ``ICV_TEST_TIME_SCALE=3 make test``. It is read at
+    each call, must be >= 1, and also lengthens the waits that tests derive from these
+    timings. Counts (blocks, retries, 0x78 answers) are never scaled.
+    """
+    return seconds * time_scale()
+
+
+def scaled_ms(ms: float, resolution: int = 1) -> int:
+    """``scaled`` for integer milliseconds (the virtual ECU's ``p2_ms``/``p2_star_ms``),
+    rounded up to a multiple of ``resolution`` (10 for P2*, which travels in 10 ms units)."""
+    value = ms * time_scale()
+    return int(-(-value // resolution) * resolution)
 
 
 class ChildLines:

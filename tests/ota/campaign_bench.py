@@ -25,9 +25,10 @@ from agent.ota.campaign import CampaignManager
 from agent.ota.settings import EcuConfig
 from hil.backend.campaign import BenchOta, ecu_image
 from hil.demo_ota import PARKED
-from hil.ecu_sim import SimConfig, VirtualEcu, VirtualEcuConfig
+from hil.ecu_sim import VirtualEcu, VirtualEcuConfig
 from hil.repo import RepoServer
-from tests.helpers import wait_until  # noqa: F401  (the campaign tests import it from here)
+from tests.helpers import scaled, wait_until  # noqa: F401  (campaign tests import wait_until)
+from tests.ota.conftest import uds_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 VIN = "LSJWH4098PN000001"          # the VIN of config/bench.toml
@@ -40,6 +41,11 @@ DVR_IDENTITY = {"F187": "DVR-100", "F188": "SW-DVR-0007", "F189": "0.7.0",
 EPS_V2 = {"F189": "2.0.0", "F188": "SW-EPS-0200", "F195": "SUP-2.0.0"}
 DVR_V2 = {"F189": "0.8.0", "F188": "SW-DVR-0008", "F195": "SUP-DVR-0.8.0"}
 
+# Timings in seconds before scaling (tests.helpers.scaled), formatted into ECU_TOML.
+# (The dvr keeps TesterPresent at the agent's default period, 2 s.)
+ECU_TIMINGS_S = dict(p2_s=0.2, p2_star_s=2.0, tester_present_s=1.0, dvr_tester_present_s=2.0,
+                     versions_s=3.0, erase_s=5.0, transfer_block_s=3.0, reset_s=5.0,
+                     restore_s=8.0)
 ECU_TOML = """
 [[ecu]]
 name = "eps"
@@ -52,16 +58,16 @@ memory_address = 0x80000
 memory_size = 0x20000
 exit_crc32 = true
 can_restore = true
-p2_s = 0.2
-p2_star_s = 2.0
-tester_present_s = 1.0
+p2_s = {p2_s}
+p2_star_s = {p2_star_s}
+tester_present_s = {tester_present_s}
 retries = 1
 [ecu.budget]
-versions_s = 3.0
-erase_s = 5.0
-transfer_block_s = 3.0
-reset_s = 5.0
-restore_s = 8.0
+versions_s = {versions_s}
+erase_s = {erase_s}
+transfer_block_s = {transfer_block_s}
+reset_s = {reset_s}
+restore_s = {restore_s}
 
 [[ecu]]
 name = "dvr"
@@ -76,18 +82,19 @@ memory_address = 0x0
 memory_size = 0x10000
 exit_crc32 = true
 can_restore = false
-p2_s = 0.2
-p2_star_s = 2.0
+p2_s = {p2_s}
+p2_star_s = {p2_star_s}
+tester_present_s = {dvr_tester_present_s}
 retries = 1
 [ecu.budget]
-versions_s = 3.0
-erase_s = 5.0
-transfer_block_s = 3.0
-reset_s = 5.0
-"""
+versions_s = {versions_s}
+erase_s = {erase_s}
+transfer_block_s = {transfer_block_s}
+reset_s = {reset_s}
+""".format(**{k: repr(scaled(v)) for k, v in ECU_TIMINGS_S.items()})
 
-SIM = SimConfig(p2_ms=200, p2_star_ms=2000, erase_s=0.05, dependency_s=0.02, boot_s=0.05,
-                max_block_length=0x402)
+SIM = uds_sim(p2_ms=200, p2_star_ms=2000, erase_s=0.05, dependency_s=0.02, boot_s=0.05,
+              max_block_length=0x402)
 
 
 # Services that change an ECU or prepare it for that (ISO 14229-1): programming session

@@ -14,6 +14,7 @@ import can
 
 from agent.ota.settings import load_ecu
 from agent.ota.uds import FlashSession, read_ecu_versions
+from tests.helpers import ChildLines, scaled, scaled_ms
 from tests.ota.conftest import UDS_NEW_VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,14 +30,14 @@ memory_address = 0x80000
 memory_size = 0x40000
 exit_crc32 = true
 can_restore = true
-p2_s = 0.3
+p2_s = {p2_s}
 
 [identity]
 F189 = "1.0.0"
 F191 = "HW-EPS-03"
 
 [sim]
-p2_ms = 300
+p2_ms = {p2_ms}
 """
 
 
@@ -70,14 +71,18 @@ def test_flash_a_virtual_ecu_in_another_process(tmp_path, uds_image):
     group = f"239.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     port = random.randint(20000, 60000)
     config = tmp_path / "eps.toml"
-    config.write_text(ECU_FILE.format(secret=os.urandom(8).hex()))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hil.ecu_sim.cli", "ecu-sim", "--config", str(config),
-         "--interface", "udp_multicast", "--channel", group, "--bus-option", f"port={port}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    config.write_text(ECU_FILE.format(secret=os.urandom(8).hex(), p2_s=scaled(0.3),
+                                       p2_ms=scaled_ms(300)))
+    errors = tmp_path / "ecu-sim.stderr"
+    with open(errors, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hil.ecu_sim.cli", "ecu-sim", "--config", str(config),
+             "--interface", "udp_multicast", "--channel", group, "--bus-option",
+             f"port={port}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    lines = ChildLines(proc, "ecu-sim")
     try:
-        ready = proc.stdout.readline()
-        assert ready.startswith("ready eps role=steering txid=0x7A2"), proc.stderr.read()
+        ready = lines.wait_for(lambda line: line.startswith("ready"), 60, "its ready line")
+        assert ready.startswith("ready eps role=steering txid=0x7A2"), errors.read_text()
         ecu = load_ecu(config)
         bus = can.Bus(interface="udp_multicast", channel=group, port=port)
         try:
@@ -88,9 +93,13 @@ def test_flash_a_virtual_ecu_in_another_process(tmp_path, uds_image):
         assert result.ok, result.error
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
+        try:
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()                  # no-op once it exited
+            lines.close()
+    assert proc.returncode == 0, errors.read_text()
+    summary = json.loads([line for line in lines.lines if line.strip()][-1])
     assert summary["ecu"] == "eps"
     assert summary["versions"]["F189"] == "2.0.0"
     assert summary["counters"]["reset"] == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from agent.ota.settings import StepBudgets
 from agent.ota.uds import (
     DependencyCheckFailed,
     FlashError,
@@ -11,18 +10,11 @@ from agent.ota.uds import (
     StepTimeout,
     VersionMismatch,
 )
-from hil.ecu_sim import Fault, SimConfig
-from tests.ota.conftest import UDS_IDENTITY, UDS_NEW_VERSIONS
+from hil.ecu_sim import Fault
+from tests.helpers import scaled
+from tests.ota.conftest import UDS_IDENTITY, UDS_NEW_VERSIONS, budgets, uds_sim
 
 OLD = {int(k, 16): v for k, v in UDS_IDENTITY.items()}
-
-
-def budgets(**changes: float) -> StepBudgets:
-    values = dict(versions_s=3, session_s=3, security_s=3, fingerprint_s=3, erase_s=3,
-                  download_s=3, transfer_block_s=2, exit_s=3, dependency_s=3, reset_s=5,
-                  restore_s=8)
-    values.update(changes)
-    return StepBudgets(**values)
 
 
 def assert_rolled_back(result, sim) -> None:
@@ -35,7 +27,7 @@ def assert_rolled_back(result, sim) -> None:
 
 def test_nrc78_storm_longer_than_5s_inside_the_erase_budget_succeeds(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
-    storm = Fault(kind="pending", step="erase", count=22, interval_s=0.25)
+    storm = Fault(kind="pending", step="erase", count=22, interval_s=scaled(0.25))
     # The storm outlasts udsoncan's default 5 s overall request_timeout.
     assert storm.count * storm.interval_s > 5.0
     ecu = uds_ecu_config(budget=budgets(erase_s=12))
@@ -51,23 +43,23 @@ def test_nrc78_storm_longer_than_5s_inside_the_erase_budget_succeeds(
 
 def test_nrc78_storm_beyond_the_erase_budget_times_out_and_rolls_back(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
-    storm = Fault(kind="pending", step="erase", count=15, interval_s=0.1)
+    storm = Fault(kind="pending", step="erase", count=15, interval_s=scaled(0.1))
     ecu = uds_ecu_config(budget=budgets(erase_s=0.6))
     sim = uds_virtual_ecu(ecu, fault=[storm])
 
     result = FlashSession(ecu, uds_buses[0], uds_image(64 * 1024), UDS_NEW_VERSIONS).run()
 
     assert isinstance(result.error, StepTimeout)
-    assert result.error.step == "erase" and result.error.budget_s == 0.6
+    assert result.error.step == "erase" and result.error.budget_s == scaled(0.6)
     assert_rolled_back(result, sim)
 
 
 def test_slow_answer_beyond_the_budget_is_a_step_timeout(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
     # The ECU grants P2 = 3 s, so only the 0.5 s step budget can end the wait.
-    slow = Fault(kind="slow", step="erase", delay_s=1.5)
+    slow = Fault(kind="slow", step="erase", delay_s=scaled(1.5))
     ecu = uds_ecu_config(budget=budgets(erase_s=0.5))
-    sim = uds_virtual_ecu(ecu, SimConfig(p2_ms=3000, p2_star_ms=5000), fault=[slow])
+    sim = uds_virtual_ecu(ecu, uds_sim(p2_ms=3000, p2_star_ms=5000), fault=[slow])
 
     result = FlashSession(ecu, uds_buses[0], uds_image(64 * 1024), UDS_NEW_VERSIONS).run()
 
@@ -78,9 +70,13 @@ def test_slow_answer_beyond_the_budget_is_a_step_timeout(
 
 def test_one_slow_transfer_block_is_retried_and_the_flash_succeeds(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
-    # P2 = 200 ms; block 11 is answered after 600 ms; the retry repeats counter 11.
-    slow = Fault(kind="slow", step="transfer", after=10, delay_s=0.6)
-    ecu = uds_ecu_config()
+    # P2 = 200 ms; block 11 is answered after 700 ms, so the first attempt surely times
+    # out and is repeated with counter 11. The ECU answers nothing while it is slow, so
+    # the late answer must land in a retry's P2 window: 6 retries wait >= 1.4 s in all,
+    # with room on both sides for a loaded machine (with 2 retries, 3 x 200 ms against
+    # a 600 ms delay, it depended on a few milliseconds of ISO-TP send time).
+    slow = Fault(kind="slow", step="transfer", after=10, delay_s=scaled(0.7))
+    ecu = uds_ecu_config(retries=6, budget=budgets(transfer_block_s=5))
     sim = uds_virtual_ecu(ecu, fault=[slow])
     image = uds_image(64 * 1024)
 
@@ -123,7 +119,7 @@ def test_busy_repeat_request_is_retried(uds_buses, uds_ecu_config, uds_virtual_e
 
 def test_ecu_reset_during_transfer_fails_and_rolls_back(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
-    drop = Fault(kind="drop_out", step="transfer", after=30, offline_s=0.3)
+    drop = Fault(kind="drop_out", step="transfer", after=30, offline_s=scaled(0.3))
     ecu = uds_ecu_config()
     sim = uds_virtual_ecu(ecu, fault=[drop])
 
@@ -138,7 +134,7 @@ def test_ecu_reset_during_transfer_fails_and_rolls_back(
 
 def test_ecu_reset_during_transfer_without_second_bank_leaves_it_in_bootloader(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
-    drop = Fault(kind="drop_out", step="transfer", after=30, offline_s=0.3)
+    drop = Fault(kind="drop_out", step="transfer", after=30, offline_s=scaled(0.3))
     ecu = uds_ecu_config(can_restore=False)
     sim = uds_virtual_ecu(ecu, fault=[drop])
 

@@ -6,8 +6,7 @@ import os
 
 from agent.ota.uds import FlashSession, ImageError
 from agent.ota.uds.image import build_image
-from hil.ecu_sim import SimConfig
-from tests.ota.conftest import UDS_IDENTITY, UDS_NEW_VERSIONS
+from tests.ota.conftest import UDS_IDENTITY, UDS_NEW_VERSIONS, uds_sim
 
 STEPS = ["versions", "session", "security", "fingerprint", "erase", "request_download",
          "transfer", "transfer_exit", "dependency_check", "reset", "verify"]
@@ -47,7 +46,7 @@ def test_full_flash_reads_back_new_versions(uds_buses, uds_ecu_config, uds_virtu
 def test_block_sequence_counter_wraps(uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
     ecu = uds_ecu_config()
     # 256-byte blocks: a 128 KiB image takes 512 blocks: 1..0xFF, 0x00..0xFF, 0x00.
-    sim = uds_virtual_ecu(ecu, SimConfig(p2_ms=200, max_block_length=0x102))
+    sim = uds_virtual_ecu(ecu, uds_sim(p2_ms=200, max_block_length=0x102))
     image = uds_image(128 * 1024)
 
     result = FlashSession(ecu, uds_buses[0], image, UDS_NEW_VERSIONS).run()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from agent.ota.uds import FlashSession, PreconditionViolated
-from hil.ecu_sim import SimConfig
-from tests.ota.conftest import UDS_NEW_VERSIONS
+from tests.helpers import scaled
+from tests.ota.conftest import UDS_NEW_VERSIONS, uds_sim
 
 
 class GearAfter:
@@ -59,8 +59,8 @@ def test_violation_before_erase_leaves_the_ecu_untouched(
 def test_tester_present_keeps_the_programming_session_through_a_pause(
         uds_buses, uds_ecu_config, uds_virtual_ecu, uds_image):
     ecu = uds_ecu_config(tester_present_s=0.1)
-    sim = uds_virtual_ecu(ecu, SimConfig(p2_ms=200, s3_s=0.4))
-    pause = PauseOnce(at=30, seconds=1.2)                  # 3 x S3 without a request of ours
+    sim = uds_virtual_ecu(ecu, uds_sim(p2_ms=200, s3_s=0.4))
+    pause = PauseOnce(at=30, seconds=scaled(1.2))          # 3 x S3 without a request of ours
 
     result = FlashSession(ecu, uds_buses[0], uds_image(64 * 1024), UDS_NEW_VERSIONS,
                           precondition=pause).run()
@@ -75,8 +75,8 @@ def test_without_tester_present_the_ecu_drops_the_session(
     # The same pause with TesterPresent far apart: the ECU falls back after S3 and the
     # next block is refused. Shows the keeper above is what saved the session.
     ecu = uds_ecu_config(tester_present_s=30.0)
-    sim = uds_virtual_ecu(ecu, SimConfig(p2_ms=200, s3_s=0.4))
-    pause = PauseOnce(at=30, seconds=1.2)
+    sim = uds_virtual_ecu(ecu, uds_sim(p2_ms=200, s3_s=0.4))
+    pause = PauseOnce(at=30, seconds=scaled(1.2))
 
     result = FlashSession(ecu, uds_buses[0], uds_image(64 * 1024), UDS_NEW_VERSIONS,
                           precondition=pause).run()
