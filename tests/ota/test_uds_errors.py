@@ -149,3 +149,31 @@ def test_a_link_that_cannot_be_opened_is_a_transport_error(uds_ecu_config, uds_i
     assert isinstance(result.error, TransportError) and result.error.step == "connect"
     assert result.as_dict()["error"]["category"] == "transport"
     assert not result.touched
+
+
+def test_udsoncan_lines_pass_only_where_debug_is_on():
+    """With ``-v`` (root at INFO, handler at NOTSET, as logging.basicConfig does) a
+    re-levelled udsoncan warning must not be printed after all."""
+    from agent.ota.uds.connection import demote_to_debug
+
+    logger = logging.getLogger("UdsClient[test-levels]")
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        demote_to_debug(logger)
+        demote_to_debug(logger)                          # once per logger, not per link
+        logger.setLevel(logging.INFO)
+        logger.warning("NRC 0x31 for DID %04X", 0xF18C)
+        assert seen == []
+        logger.setLevel(logging.DEBUG)
+        logger.warning("NRC 0x31 for DID %04X", 0xF18C)
+        assert [(r.levelno, r.getMessage()) for r in seen] == \
+            [(logging.DEBUG, "[warning] NRC 0x31 for DID F18C")]
+        assert len(logger.filters) == 1
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+        logger.setLevel(logging.NOTSET)

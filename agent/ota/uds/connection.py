@@ -162,20 +162,25 @@ class GuardedConnection(BaseConnection):
 
 
 class _DebugLevel(logging.Filter):
-    """Re-level every record of a library logger to DEBUG (handlers then decide)."""
+    """Re-level every record of a library logger to DEBUG; it passes only where DEBUG is
+    enabled for that logger (the level check before the filter saw the old level)."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__()
+        self.logger = logger
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.DEBUG:
             record.msg = f"[{record.levelname.lower()}] {record.msg}"
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return True
+        return self.logger.isEnabledFor(logging.DEBUG)
 
 
 def demote_to_debug(logger: logging.Logger) -> None:
     """udsoncan's logger at DEBUG: its warnings and errors are details of failures this
     package reports itself (typed, with the step); seen with DEBUG logging on."""
     if not any(isinstance(f, _DebugLevel) for f in logger.filters):
-        logger.addFilter(_DebugLevel())
+        logger.addFilter(_DebugLevel(logger))
 
 
 def _security_algo(level: int, seed: bytes, params: Any) -> bytes:
