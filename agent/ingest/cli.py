@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--signals", action="store_true",
                    help="print every canonical signal change instead of event records")
     p.add_argument("--key", type=Path, help="device key to sign with (default: the config's)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if a trace has unreadable or skipped parts, is cut off or "
+                        "holds no frames (default: say so on stderr and go on)")
     p.add_argument("traces", nargs="+", type=Path, metavar="TRACE",
                    help="candump .log, Vector .asc/.blf, or any format python-can reads")
     p.set_defaults(func=analyze)
@@ -82,18 +85,19 @@ def analyze(args: argparse.Namespace) -> int:
     route = router.route
     last_t = None
     not_before = None      # data time only goes forward, across traces too
+    damaged: list[Path] = []
     try:
         for trace in args.traces:
             reader = TraceReader(trace, not_before=not_before)
-            try:
-                for msg in reader:
-                    idx = route(msg.channel)
-                    if idx is not None:
-                        last_t = msg.timestamp
-                        feed(idx, msg, last_t)
-            finally:
-                for line in reader.lines():
-                    print(line, file=sys.stderr)
+            for msg in reader:
+                idx = route(msg.channel)
+                if idx is not None:
+                    last_t = msg.timestamp
+                    feed(idx, msg, last_t)
+            for line in reader.lines():
+                print(line, file=sys.stderr)
+            if reader.damaged:
+                damaged.append(trace)
             if reader.last_t is not None:
                 not_before = reader.last_t
     except TraceError as exc:
@@ -112,6 +116,10 @@ def analyze(args: argparse.Namespace) -> int:
     if router.unrouted:
         print(f"{router.unrouted} frames on channels no bus is configured for",
               file=sys.stderr)
+    if damaged and args.strict:
+        print(f"error: --strict: {len(damaged)} trace(s) damaged or empty: "
+              f"{', '.join(map(str, damaged))}", file=sys.stderr)
+        return 1
     return 0
 
 
