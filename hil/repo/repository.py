@@ -36,7 +36,7 @@ from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
 from agent.ota.uptane import custom
-from agent.ota.uptane.time import ATTESTATION_TYPE, attestation_bytes, format_time
+from agent.ota.uptane.time import attestation_doc, format_time
 from hil.repo.keys import KeyStore
 
 TOP = (Root.type, Timestamp.type, Snapshot.type, Targets.type)
@@ -62,6 +62,8 @@ class BenchRepository(Repository):
         self.lifetimes = {**DEFAULT_LIFETIMES, **(lifetimes or {})}
         self.clock = clock
         self.signers_override: dict[str, list[Signer]] = {}
+        # Signs a time attestation of the issue time into every new timestamp.
+        self.time_signer: Signer | None = None
         self._md: dict[str, Metadata] = {}
         self._bytes: dict[str, bytes] = {}
         self._load()
@@ -109,6 +111,9 @@ class BenchRepository(Repository):
         md.signed.expires = now + self.lifetimes.get(role, self.lifetimes[Targets.type])
         if role == Timestamp.type:
             md.signed.unrecognized_fields["issued"] = format_time(now)
+            if self.time_signer is not None:
+                md.signed.unrecognized_fields[custom.TIMESTAMP_TIME_ATTESTATION] = \
+                    attestation_doc(self.time_signer, now)
             info = self.snapshot_info
             if info.version == md.signed.snapshot_meta.version:
                 md.signed.snapshot_meta = info
@@ -314,6 +319,7 @@ class DirectorRepository:
         self.shared.key_prefix = "director"
         # Applied to every vehicle repository (attack tests: sign with other keys).
         self.signers_override: dict[str, list[Signer]] = {}
+        self.time_signer: Signer | None = None
 
     @classmethod
     def create(cls, folder: Path | str, keys: KeyStore, **kw: Any) -> DirectorRepository:
@@ -339,6 +345,7 @@ class DirectorRepository:
         self._copy_roots(folder)
         repo = BenchRepository(folder, self.keys, **self.kw)
         repo.signers_override = self.signers_override
+        repo.time_signer = self.time_signer
         if fresh:
             with repo.edit_targets() as targets:
                 targets.unrecognized_fields["custom"] = {custom.VIN: vin}
@@ -387,11 +394,24 @@ class DirectorRepository:
             self._copy_roots(self.folder / vin)
         return root
 
+    def delegate_time(self, key_name: str = "director-time", *, sign: bool = True) -> Signer:
+        """Root N+1 trusts ``key_name`` for time; with ``sign``, every new timestamp then
+        carries a time attestation it signed (Uptane's time server, kept simple)."""
+        signer = self.keys.ensure(key_name)
+        key = signer.public_key
+        with self.shared.edit_root() as root:
+            root.keys[key.keyid] = key
+            root.unrecognized_fields[custom.ROOT_TIME_KEYS] = {"keyids": [key.keyid],
+                                                               "threshold": 1}
+        for vin in self.vehicles():
+            self._copy_roots(self.folder / vin)
+        if sign:
+            self.time_signer = signer
+        return signer
+
 
 def write_time_attestation(path: Path | str, signer: Signer, when: datetime) -> Path:
     """A signed time file for ``agent.ota.uptane.time.FloorTime``."""
-    signed = {"_type": ATTESTATION_TYPE, "time": format_time(when)}
-    sig = signer.sign(attestation_bytes(signed))
     path = Path(path)
-    path.write_text(json.dumps({"signed": signed, "signatures": [sig.to_dict()]}, indent=1))
+    path.write_text(json.dumps(attestation_doc(signer, when), indent=1))
     return path

@@ -4,11 +4,15 @@ attacker (or a careless repository owner) would, so the agent meets it over real
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner, SSlibKey
-from tuf.api.metadata import Targets
+from datetime import datetime, timedelta
 
-from hil.repo import ImageRepository, KeyStore
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
+from tuf.api.metadata import Metadata, Targets
+from tuf.api.serialization.json import JSONSerializer
+
+from agent.ota.uptane.time import format_time
+from hil.repo import BenchRepository, ImageRepository, KeyStore
 
 
 def alias_signer(keys: KeyStore, name: str, *, upper_hex: bool = True) -> CryptoSigner:
@@ -66,6 +70,17 @@ def terminating_shadow(image: ImageRepository, pattern: str, *, first: str, inne
     image.publish()
 
 
+def forged_timestamp(repo: BenchRepository, signer: Signer, issued: datetime) -> bytes:
+    """``repo``'s timestamp claiming to be issued at ``issued`` (expiring a day later),
+    re-signed by ``signer`` alone: what the holder of the online timestamp key can serve."""
+    md = Metadata.from_bytes(repo.metadata_bytes("timestamp"))
+    md.signed.unrecognized_fields["issued"] = format_time(issued)
+    md.signed.expires = issued + timedelta(days=1)
+    md.signatures.clear()
+    md.sign(signer)
+    return md.to_bytes(JSONSerializer(compact=False))
+
+
 def _delegator(image: ImageRepository, role: str) -> str:
     for name in image.roles():
         md = image.open(name)
@@ -75,4 +90,4 @@ def _delegator(image: ImageRepository, role: str) -> str:
     raise KeyError(f"nobody delegates to {role!r}")
 
 
-__all__ = ["alias_signer", "one_key_twice", "terminating_shadow"]
+__all__ = ["alias_signer", "forged_timestamp", "one_key_twice", "terminating_shadow"]

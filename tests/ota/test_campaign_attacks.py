@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench, uds_start
-from tamper import one_key_twice, terminating_shadow
+from tamper import forged_timestamp, one_key_twice, terminating_shadow
 
+from agent.ota.uptane.time import parse_time
 from hil.backend.campaign import campaign_args, ecu_image
 from hil.repo import DirectorRepository, Faults
 
@@ -128,4 +129,28 @@ def test_rollback_to_an_older_release_after_an_update(tmp_path: Path):
         kind, data = bench.records.terminal("OTA-OLD")
         assert (kind, data["threat"], data["ecu"]) == ("ota.rejected", "rollback", "eps")
         assert len(bench.programming_requests("eps")) == requests_after_update
+        assert bench.ecus["eps"].versions()[0xF189] == "2.0.0"
+
+
+def test_online_timestamp_key_cannot_freeze_later_updates(tmp_path: Path):
+    # The online timestamp key claims 2036; the agent raises its time floor by half a day
+    # at most ([ota.uptane] max_time_step_days), so the next genuine update still installs.
+    with make_bench(tmp_path, uptane={"max_time_step_days": 0.5}) as bench:
+        forged = forged_timestamp(bench.ota.director.vehicle(VIN),
+                                  bench.ota.keys.signer("director-timestamp"),
+                                  parse_time("2036-01-01T00:00:00Z"))
+        bench.server.set_faults(Faults(overrides={
+            f"/director/{VIN}/metadata/timestamp.json": forged}))
+        bench.start_manager()
+        bench.manager.submit(campaign_args("OTA-2036", "1.0"))
+        kind, data = bench.records.terminal("OTA-2036")
+        assert (kind, data.get("reason")) == ("ota.failed", "nothing_assigned"), data
+        bench.server.set_faults(None)
+        bench.release("eps", EPS_V2, 2)
+        bench.manager.submit(campaign_args("OTA-NEXT", "2.0"))
+        bench.records.wait("ota.consent_requested", "OTA-NEXT")
+        assert not bench.programming_requests("eps")
+        consent_via_inbox(bench, "OTA-NEXT")
+        kind, data = bench.records.terminal("OTA-NEXT")
+        assert kind == "ota.completed", data
         assert bench.ecus["eps"].versions()[0xF189] == "2.0.0"

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tamper import one_key_twice, terminating_shadow
+from tamper import forged_timestamp, one_key_twice, terminating_shadow
 from tuf.api.metadata import TargetFile
 from uptane_fixtures import ECUS, VERSIONS, VIN, Bench, image_bytes, make_bench
 
@@ -28,7 +28,7 @@ from agent.ota.uptane import (
 )
 from agent.ota.uptane.custom import image_custom
 from agent.ota.uptane.time import load_public_key, parse_time
-from hil.repo import Faults, write_time_attestation
+from hil.repo import DirectorRepository, Faults, ImageRepository, write_time_attestation
 
 BMS_V4 = image_bytes("bms-2.4.0")
 BMS_V5 = image_bytes("bms-2.5.0")
@@ -276,6 +276,57 @@ def test_verified_director_timestamp_raises_the_time_floor(bench: Bench):
     issued = bench.director.vehicle(VIN).open("timestamp").signed.unrecognized_fields["issued"]
     assert secure.floor() == parse_time(issued)
     assert secure.now() > system_clock.now() + timedelta(days=19)
+
+
+@pytest.mark.parametrize("step_days,later_days", [(None, 31), (0.5, 0)])
+def test_online_timestamp_key_alone_cannot_move_the_time_floor_to_2036(
+        bench: Bench, step_days: float | None, later_days: int):
+    t0 = bench.clock.now()
+    step = timedelta(days=step_days if step_days is not None else 30)   # 30: the default
+    forged = forged_timestamp(bench.director.vehicle(VIN),
+                              bench.keys.signer("director-timestamp"),
+                              parse_time("2036-01-01T00:00:00Z"))
+    bench.server.set_faults(Faults(overrides={
+        f"/director/{VIN}/metadata/timestamp.json": forged}))
+    secure = FloorTime(bench.db, bench.clock)
+    options = {} if step_days is None else {"max_time_step_days": step_days}
+    client = UptaneClient(dataclasses.replace(bench.config, **options), bench.db, secure,
+                          config_dir=bench.tmp)
+    assert client.check_campaign(VIN, ECUS) == []      # genuinely signed by the online key
+    floor = secure.floor()
+    assert floor is not None and floor <= t0 + step + timedelta(seconds=1), floor
+    assert secure.trusted_floor() is None
+    # The attacker is gone; the next legitimate update (at the vehicle's time then) passes.
+    bench.server.set_faults(None)
+    later = t0 + timedelta(days=later_days)
+    bench.clock.set(later)
+    signed_at = later.replace(microsecond=0)
+    image = ImageRepository(bench.image.folder, bench.keys, clock=lambda: signed_at)
+    director = DirectorRepository(bench.director.folder, bench.keys, clock=lambda: signed_at)
+    director.assign(VIN, "BMS-01", image.add_image("bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5,
+                                                   versions=VERSIONS))
+    run_campaign(client)
+    assert client.installed("BMS-01")["release_counter"] == 5
+
+
+@pytest.mark.parametrize("attested_by", ["director-time", "director-timestamp"])
+def test_time_attested_by_a_key_the_director_root_delegates_moves_the_floor(
+        bench: Bench, attested_by: str):
+    t0 = bench.clock.now()
+    bench.director.delegate_time("director-time")
+    # The vehicle's clock is 60 days behind the Director's.
+    ahead = (t0 + timedelta(days=60)).replace(microsecond=0)
+    director = DirectorRepository(bench.director.folder, bench.keys, clock=lambda: ahead)
+    director.time_signer = bench.keys.signer(attested_by)
+    director.vehicle(VIN).bump_expiry("timestamp")
+    secure = FloorTime(bench.db, bench.clock)
+    UptaneClient(bench.config, bench.db, secure, config_dir=bench.tmp).check_campaign(VIN, ECUS)
+    if attested_by == "director-time":          # delegated for time by the Director root
+        assert secure.trusted_floor() == ahead and secure.now() == ahead
+    else:                                       # the online key cannot attest time
+        online = secure.online_floor()
+        assert online is not None and online <= t0 + timedelta(days=30, seconds=1)
+        assert secure.trusted_floor() is None and secure.now() == online
 
 
 def test_expired_targets_is_a_freeze(installed: Bench):

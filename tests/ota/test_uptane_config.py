@@ -53,3 +53,12 @@ colour = "red"
                 "ota.uptane.chunk_bytes: expected an integer",
                 "ota.uptane.colour: unknown key"):
         assert key in text, text
+
+
+def test_time_step_must_be_positive_and_bounded(tmp_path: Path):
+    for value in ("0", "-1", "4000"):
+        _, problems = load(tmp_path, f"[ota.uptane]\nmax_time_step_days = {value}\n")
+        assert any(p.endswith("ota.uptane.max_time_step_days: must be > 0 and <= 3650")
+                   for p in problems), problems
+    cfg, problems = load(tmp_path, "[ota.uptane]\nmax_time_step_days = 2\n")
+    assert problems == [] and cfg.max_time_step_days == 2.0

@@ -81,3 +81,20 @@ def test_system_clock_is_never_persisted(setup):
     assert clock.observe(T0, "test") is True
     assert clock.observe(T0 - timedelta(seconds=1), "test") is False
     assert clock.floor() == T0
+
+
+def test_online_time_rises_at_most_one_step_above_the_trusted_time(setup):
+    _, _, _, _, db = setup
+    clock = FloorTime(db, FixedTime(T0), max_step=timedelta(days=30))
+    assert clock.observe_online(T0 + timedelta(days=3650), "timestamp") == \
+        T0 + timedelta(days=30)
+    # The bound is taken from the trusted time, never from the online floor itself, so
+    # repeating the claim does not walk the floor forward.
+    assert clock.observe_online(T0 + timedelta(days=3650), "timestamp") is None
+    assert clock.now() == T0 + timedelta(days=30) and clock.trusted_floor() is None
+    assert clock.observe_online(T0 + timedelta(days=1), "timestamp") is None   # no way back
+    # A source trusted for time moves the trusted floor, and with it the bound.
+    assert clock.observe(T0 + timedelta(days=40), "attestation") is True
+    assert clock.observe_online(T0 + timedelta(days=3650), "timestamp") == \
+        T0 + timedelta(days=70)
+    assert clock.floor() == T0 + timedelta(days=70)

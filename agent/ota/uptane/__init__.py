@@ -22,7 +22,8 @@ URLs: ``{director_url}/{vin}/metadata/{N}.root.json|timestamp.json|{V}.snapshot.
 delegated roles); images at ``{image_url}/targets/{sha256}.{filename}``.
 Persistent state (StateDB kv): ``uptane.repo.director``, ``uptane.repo.image`` (trusted
 root and version floors), ``uptane.ecu.<ecu_id>`` (installed image, release counter),
-``uptane.time.floor``.
+``uptane.time.floor`` (time from sources trusted for time) and ``uptane.time.online``
+(time the online timestamp role claimed, at most ``max_time_step_days`` ahead).
 """
 
 # Names load on first use (PEP 562): the agent's config imports ``settings`` from here,

@@ -9,6 +9,11 @@ Image repository ``TargetFile.custom``: ``hardware_id`` and ``release_counter`` 
 "SHALL match" section: both must equal the Director's), optionally ``version``.
 Director ``targets.json`` also carries ``"custom": {"vin": ...}`` at the top of its signed
 part, so one vehicle's instructions cannot be replayed to another.
+
+Director ``root.json`` may delegate keys for time (``time_attestation``: key ids and
+threshold, the keys in ``keys``); its ``timestamp.json`` may then carry a
+``time_attestation`` they signed, the only Director input trusted to move the agent's
+secure-time floor freely (see ``agent.ota.uptane.time``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ DID_SUPPLIER_SW_VERSION = "F195"
 VERSION_DIDS = (DID_SW_VERSION, DID_SW_NUMBER, DID_SUPPLIER_SW_VERSION)
 # Delegated roles may name the hardware they may sign for (Uptane delegation field).
 DELEGATION_HARDWARE_IDS = "hardware_ids"
+# Director root: keys trusted for time, {"keyids": [...], "threshold": n} (keys in "keys");
+# Director timestamp: a time attestation signed by them (agent.ota.uptane.time format).
+ROOT_TIME_KEYS = "time_attestation"
+TIMESTAMP_TIME_ATTESTATION = "time_attestation"
 
 _DID = re.compile(r"[0-9A-F]{4}")
 # Image paths: no empty, dot-leading or traversal segments; nothing a shell or URL mangles.

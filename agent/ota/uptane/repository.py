@@ -17,14 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_pem_public_key,
-)
-from securesystemslib.formats import encode_canonical
-from securesystemslib.signer import Key
 from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import (
     Metadata,
@@ -50,6 +42,7 @@ from agent.ota.uptane.errors import (
     Rollback,
     UpdateRejected,
 )
+from agent.ota.uptane.keys import key_value
 
 log = logging.getLogger(__name__)
 
@@ -355,29 +348,9 @@ class TrustedRepository:
                          f"(secure time {self._now.isoformat()})", repo=self.name, role=role)
 
 
-def key_value(key: Key) -> str:
-    """What a key *is*, whatever its key id or spelling: the raw Ed25519 bytes or the DER
-    of a PEM public key. Key ids are names chosen by the delegator, not the key itself,
-    so a threshold is counted over these values."""
-    public = key.keyval.get("public") if isinstance(key.keyval, dict) else None
-    if isinstance(public, str):
-        try:
-            if key.keytype == "ed25519":
-                return f"ed25519:{bytes.fromhex(public).hex()}"
-            der = load_pem_public_key(public.encode()).public_bytes(
-                Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-            return f"spki:{der.hex()}"
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            pass
-    try:
-        return f"{key.keytype}:{encode_canonical(key.keyval)}"
-    except Exception:   # noqa: BLE001 - not canonical JSON: compare as written
-        return f"{key.keytype}:{key.keyval!r}"
-
-
 def distinct_signers(result: VerificationResult) -> int:
     """How many different keys (by value, not by key id) made the valid signatures."""
     return len({key_value(key) for key in result.signed.values()})
 
 
-__all__ = ["RoleCaps", "TrustedRepository", "UpdateRejected", "distinct_signers", "key_value"]
+__all__ = ["RoleCaps", "TrustedRepository", "UpdateRejected", "distinct_signers"]

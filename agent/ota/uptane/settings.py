@@ -49,8 +49,10 @@ class UptaneConfig:
     time_attestation: str = ""
     time_public_keys: list[str] = field(default_factory=list)
     # Raise the persisted time floor from the "issued" field of verified Director
-    # timestamp metadata.
+    # timestamp metadata, by at most max_time_step_days above the trusted time (the
+    # timestamp key is online: alone it must not push the clock into the future).
     time_from_timestamp: bool = True
+    max_time_step_days: float = 30.0
 
     def resolve(self, value: str, config_dir: Path) -> Path:
         p = Path(value).expanduser()
@@ -77,6 +79,8 @@ def check_uptane(cfg: UptaneConfig, file: str | Path, problems: Problems,
                 "backoff_max_s"):
         if getattr(cfg, key) < 0:
             problems.add(file, f"{path}.{key}", "must be >= 0")
+    if not 0 < cfg.max_time_step_days <= 3650:
+        problems.add(file, f"{path}.max_time_step_days", "must be > 0 and <= 3650")
     if cfg.speed_window_s == 0:
         problems.add(file, f"{path}.speed_window_s", "must be > 0")
     if cfg.retries < 0:

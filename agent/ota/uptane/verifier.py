@@ -5,13 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tuf.api.metadata import Targets
+from tuf.api.metadata import Timestamp as TimestampRole
 
 from agent.journal.statedb import StateDB
-from agent.ota.uptane.custom import VIN, TargetFields, parse_fields
+from agent.ota.uptane.custom import (
+    ROOT_TIME_KEYS,
+    TIMESTAMP_TIME_ATTESTATION,
+    VIN,
+    TargetFields,
+    parse_fields,
+)
 from agent.ota.uptane.download import HttpFetcher
 from agent.ota.uptane.errors import (
     EndlessData,
@@ -23,7 +31,7 @@ from agent.ota.uptane.errors import (
 )
 from agent.ota.uptane.repository import RoleCaps, TrustedRepository
 from agent.ota.uptane.settings import UptaneConfig
-from agent.ota.uptane.time import SecureTime, parse_time
+from agent.ota.uptane.time import SecureTime, parse_time, verify_attestation
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +117,18 @@ class UptaneClient:
         return out
 
     def _observe_time(self) -> None:
+        """Time from the verified Director timestamp: an attestation signed by keys the
+        Director root delegates for time moves the trusted floor; the timestamp's own
+        ``issued`` (online key) only the bounded online floor."""
         assert self.director is not None and self.director.timestamp is not None
+        ts = self.director.timestamp
+        attested = self._attested_time(ts)
         observe = getattr(self.secure_time, "observe", None)
-        issued = self.director.timestamp.unrecognized_fields.get("issued")
-        if not (self.config.time_from_timestamp and observe and isinstance(issued, str)):
+        if attested is not None and observe is not None:
+            observe(attested, "director time attestation")
+        online = getattr(self.secure_time, "observe_online", None)
+        issued = ts.unrecognized_fields.get("issued")
+        if not (self.config.time_from_timestamp and online and isinstance(issued, str)):
             return
         try:
             when = parse_time(issued)
@@ -120,8 +136,29 @@ class UptaneClient:
             log.warning("director timestamp has an unreadable 'issued' field %r", issued)
             return
         # Signed by the timestamp key; not later than the role's own expiry.
-        if when <= self.director.timestamp.expires:
-            observe(when, "director timestamp")
+        if when <= ts.expires:
+            online(when, "director timestamp",
+                   timedelta(days=self.config.max_time_step_days))
+
+    def _attested_time(self, ts: TimestampRole) -> datetime | None:
+        doc = ts.unrecognized_fields.get(TIMESTAMP_TIME_ATTESTATION)
+        if doc is None:
+            return None
+        assert self.director is not None and self.director.root is not None
+        root = self.director.root
+        spec = root.unrecognized_fields.get(ROOT_TIME_KEYS)
+        try:
+            if not isinstance(spec, dict):
+                raise ValueError("the Director root delegates no key for time")
+            keyids, threshold = spec.get("keyids"), spec.get("threshold", 1)
+            if not isinstance(keyids, list) or not isinstance(threshold, int) \
+                    or isinstance(threshold, bool) or threshold < 1:
+                raise ValueError(f"malformed {ROOT_TIME_KEYS} in the Director root")
+            keys = {k: root.keys[k] for k in keyids if isinstance(k, str) and k in root.keys}
+            return verify_attestation(doc, keys, threshold)
+        except ValueError as exc:
+            log.warning("director time attestation ignored: %s", exc)
+            return None
 
     def _check_vin(self, targets: Targets, vin: str) -> None:
         custom = targets.unrecognized_fields.get("custom")
