@@ -5,7 +5,8 @@ with ``--start-agent``) and a bench OTA folder, it: keeps a parked vehicle on th
 bus (CAN frames through the agent's own mapping), runs the virtual ECUs of the config's
 ``[[ecu]]`` entries (unless ``--no-ecus``), releases a new image per ECU in the bench
 Director/Image repositories, serves them over HTTP, sends the signed ``ota.campaign``,
-accepts the offer through ``icv-agent ota consent`` and prints the verified outcome::
+accepts the offer through ``icv-agent ota consent`` (naming the offer's nonce from the
+``ota.consent_requested`` record) and prints the verified outcome::
 
     python -m hil.demo_ota --config agent.toml --ota-dir out/ota --signing-key backend.key \\
         --host 127.0.0.1 --port 8883 --ca ca.crt --cert backend.crt --key backend.key.pem
@@ -161,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"~{data['estimated_duration_s']:g} s; unavailable: "
                       f"{', '.join(data['unavailable_functions'])} -> accepting via the CLI")
                 subprocess.run([sys.executable, "-m", "agent.cli", "ota", "consent",
-                                args.activity_id, "--accept", "--config", str(args.config)],
-                               check=False)
+                                args.activity_id, "--nonce", data["offer_nonce"], "--accept",
+                                "--config", str(args.config)], check=False)
 
         result = run_campaign(backend, load_backend_key(args.signing_key), cfg.vehicle.vin,
                               campaign_args(args.activity_id, version),

@@ -9,16 +9,19 @@ chain); each carries the ``activity_id``. Terminal records: ``ota.completed``,
 
 The active campaign and its phase are persisted (kv ``ota.campaign.active``). After a
 restart a campaign that had not started flashing resumes (``ota.resumed``: verified
-again, the same consent deadline, a consent already given still holds); one interrupted
-while flashing ends with ``ota.failed`` reason ``interrupted`` and the versions read from
-the ECU. A declined campaign (kv ``ota.declined``, per campaign name) is not offered
-again until its ``version`` changes.
+again, the same offer and consent deadline, a consent already given still holds); one
+interrupted while flashing ends with ``ota.failed`` reason ``interrupted`` and the
+versions read from the ECU. A declined campaign (kv ``ota.declined``, per campaign name)
+is not offered again until its ``version`` changes. A consent counts only as the answer
+to the open offer (``agent.ota.consent.Offer``: activity, campaign, offer nonce, in
+time); any other is ``ota.consent_rejected`` with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.journal.statedb import StateDB
-from agent.ota.consent import ConsentInbox, Decision, HmiAdapter
+from agent.ota.consent import (
+    ConsentInbox,
+    Decision,
+    HmiAdapter,
+    Offer,
+    RejectLimiter,
+    open_offer,
+    save_offer,
+)
 from agent.ota.history import OtaHistory
 from agent.ota.inventory import EcuBuses, Inventory, software_versions
 from agent.ota.options import CampaignSettings
@@ -159,7 +170,9 @@ class CampaignManager:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._busy: str | None = None          # activity id queued or running
-        self._awaiting: str | None = None      # activity id whose consent is awaited
+        self._offer: Offer | None = None       # the offer whose answer is awaited
+        self._rejections = RejectLimiter()
+        self._inbox_swept = 0.0
         self._seen: set[str] = set()
 
     @classmethod
@@ -233,10 +246,12 @@ class CampaignManager:
         return {"activity_id": campaign.activity_id, "state": "received"}
 
     def consent(self, decision: Decision) -> bool:
-        """A consent from the HMI or the backend; False if no offer of that id is open."""
-        if decision.activity_id != self._awaiting:
-            log.warning("consent for %s ignored: no open offer with that id",
-                        decision.activity_id)
+        """A consent from the HMI or the backend; False (and ``ota.consent_rejected``)
+        unless it answers the open offer (activity, campaign, nonce, in time)."""
+        offer = self._offer
+        reason = "no_offer" if offer is None else offer.refusal(decision)
+        if reason is not None:
+            self._reject(decision, reason, offer)
             return False
         self._consents.put(decision)
         return True
@@ -247,7 +262,9 @@ class CampaignManager:
 
     def status(self) -> dict[str, Any]:
         assert self.db is not None
-        return {"active": self.db.get(ACTIVE_KEY), "awaiting_consent": self._awaiting}
+        offer = self._offer
+        return {"active": self.db.get(ACTIVE_KEY),
+                "awaiting_consent": offer.activity_id if offer else None}
 
     # -- the OTA thread ------------------------------------------------------------------
 
@@ -262,6 +279,10 @@ class CampaignManager:
             try:
                 kind, item, resume = self._work.get(timeout=0.2)
             except queue.Empty:
+                try:
+                    self._sweep_inbox()         # early bench answers: refused at once
+                except Exception:   # noqa: BLE001 - a bad row must not end the OTA thread
+                    log.exception("OTA: consent inbox sweep failed")
                 continue
             try:
                 if kind == "campaign":
@@ -421,27 +442,35 @@ class CampaignManager:
         first = resume.deadline is None
         if first:
             resume.deadline = time.time() + self.settings.consent_timeout_s
-        offer = {"activity_id": c.activity_id, "campaign": c.campaign, "version": c.version,
-                 "purpose": c.purpose, "changes": c.changes,
-                 "estimated_duration_s": c.duration_s,
-                 "unavailable_functions": c.unavailable_functions, "recall": c.recall,
-                 "recall_number": c.recall_number, "ecus": plan,
-                 "expires_at": iso(resume.deadline),
-                 "answer": {"hmi_topic": f"icv/{self.vin}/hmi/ota/consent",
-                            "backend_command": "ota.consent",
-                            "cli": f"icv-agent ota consent {c.activity_id} --accept"}}
+        offer = self._make_offer(c, resume.deadline)
+        body = {"activity_id": c.activity_id, "campaign": c.campaign, "version": c.version,
+                "purpose": c.purpose, "changes": c.changes,
+                "estimated_duration_s": c.duration_s,
+                "unavailable_functions": c.unavailable_functions, "recall": c.recall,
+                "recall_number": c.recall_number, "ecus": plan,
+                "offer_nonce": offer.nonce, "offered_at": iso(offer.shown_at),
+                "expires_at": iso(resume.deadline),
+                "answer": {"hmi_topic": f"icv/{self.vin}/hmi/ota/consent",
+                           "backend_command": "ota.consent",
+                           "consent": {"activity_id": c.activity_id, "campaign": c.campaign,
+                                       "offer_nonce": offer.nonce,
+                                       "decision": "accept|decline"},
+                           "cli": f"icv-agent ota consent {c.activity_id} --nonce "
+                                  f"{offer.nonce} --accept"}}
+        self._offer = offer                # before the offer goes out: answers may follow
         if first:
-            self.emit("ota.consent_requested", offer)
+            self.emit("ota.consent_requested", body)
         self._persist(c, "awaiting_consent", resume)
         if self.hmi is not None:
-            self.hmi.offer(offer)
-        self._awaiting = c.activity_id
+            self.hmi.offer(body)
         try:
-            decision = self._wait_consent(c.activity_id, resume.deadline)
+            decision = self._wait_consent(offer)
         finally:
-            self._awaiting = None
-            if self.hmi is not None and not self._stop.is_set():
-                self.hmi.clear_offer()
+            self._offer = None
+            if not self._stop.is_set():    # stopping: the same offer is shown after restart
+                save_offer(self.db, None)
+                if self.hmi is not None:
+                    self.hmi.clear_offer()
         if decision is None:
             self._end(c, "failed", {"reason": "consent_timeout",
                                     "expired_at": iso(resume.deadline)}, resume)
@@ -460,23 +489,86 @@ class CampaignManager:
         self._persist(c, "consented", resume)
         return decision
 
-    def _wait_consent(self, activity_id: str, deadline: float) -> Decision | None:
-        assert self.inbox is not None
+    def _make_offer(self, c: Campaign, deadline: float) -> Offer:
+        """A new offer (fresh nonce), or after a restart the one already shown: the user
+        may be answering it on the screen right now."""
+        assert self.db is not None and self.inbox is not None
+        shown = open_offer(self.db)
+        if shown is not None and shown.activity_id == c.activity_id \
+                and shown.campaign == c.campaign and shown.expires_at == deadline:
+            return shown
+        offer = Offer.new(c.activity_id, c.campaign, deadline, self.inbox.mark())
+        save_offer(self.db, offer)         # the bench CLI reads the nonce from here
+        return offer
+
+    def _wait_consent(self, offer: Offer) -> Decision | None:
+        """The first consent that answers ``offer``; None when it expired. Every other
+        consent met on the way is refused and recorded."""
         while True:
             if self._stop.is_set():
                 raise Stopped()
-            decision = self.inbox.take(activity_id)
+            decision = self._sweep_inbox(offer)
             if decision is not None:
                 return decision
-            left = deadline - time.time()
+            left = offer.expires_at - time.time()
             if left <= 0:
                 return None
             try:
                 decision = self._consents.get(timeout=min(left, self.settings.consent_poll_s))
             except queue.Empty:
                 continue
-            if decision.activity_id == activity_id:
+            reason = offer.refusal(decision)      # queued for an offer that has ended?
+            if reason is None:
                 return decision
+            self._reject(decision, reason, offer)
+
+    def _sweep_inbox(self, offer: Offer | None = None) -> Decision | None:
+        """Take the bench CLI's rows: the first that answers ``offer`` is returned, all
+        others (no offer open, left before it, wrong nonce, a second answer) refused."""
+        if self.inbox is None:
+            return None
+        now = time.monotonic()
+        if offer is None and now - self._inbox_swept < self.settings.consent_poll_s:
+            return None
+        self._inbox_swept = now
+        try:
+            rows = self.inbox.take()
+        except sqlite3.Error:               # locked or broken: try again next time
+            log.exception("OTA: consent inbox not readable")
+            return None
+        chosen: Decision | None = None
+        for row, decision in rows:
+            reason = "no_offer" if offer is None else offer.refusal(decision, row)
+            if reason is None and chosen is not None:
+                reason = "already_answered"
+            if reason is None:
+                chosen = decision
+            else:
+                self._reject(decision, reason, offer)
+        return chosen
+
+    def _reject(self, decision: Decision, reason: str, offer: Offer | None) -> None:
+        """``ota.consent_rejected``: a consent that answers no open offer (rate-limited)."""
+        record, suppressed = self._rejections.allow(time.monotonic())
+        log.log(logging.WARNING if record else logging.DEBUG,
+                "OTA consent for %s via %s refused: %s", decision.activity_id,
+                decision.channel, reason)
+        if not record:
+            return
+        try:
+            at = iso(decision.at)
+        except (OverflowError, OSError, TypeError, ValueError):   # a hand-made inbox row
+            at = str(decision.at)
+        data: dict[str, Any] = {
+            "activity_id": decision.activity_id, "channel": decision.channel,
+            "decision": "accept" if decision.accepted else "decline", "reason": reason,
+            "at": at, "by": decision.by, "campaign": decision.campaign,
+            "open_activity": offer.activity_id if offer else None}
+        if offer is not None and offer.activity_id == decision.activity_id:
+            data["offered_at"] = iso(offer.shown_at)
+        if suppressed:
+            data["suppressed"] = suppressed
+        self.emit("ota.consent_rejected", data)
 
     # -- flashing ------------------------------------------------------------------------
 
@@ -592,6 +684,8 @@ class CampaignManager:
                  "detail": {k: v for k, v in data.items() if k != "ecus"}}
         self.history.append(entry)
         self.db.put(ACTIVE_KEY, None)
+        if open_offer(self.db) is not None:
+            save_offer(self.db, None)       # an offer left by a stop before this end
         self._publish_extras()
         self._release(c.activity_id)        # the next campaign may come with this record
         told = self.hmi is not None and result != "not_offered"

@@ -2,7 +2,9 @@
 
 They work on the state database of the config (the running agent keeps writing it; SQLite
 WAL lets both sides in). ``ota consent`` leaves a row the agent picks up within
-``consent_poll_s``; the agent, not this command, records the ``ota.consent`` record.
+``consent_poll_s``; the agent, not this command, records the ``ota.consent`` record (or
+``ota.consent_rejected``). The row names the offer it answers: its nonce is given with
+``--nonce`` or read from the offer the agent has open.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--accept", action="store_true")
     g.add_argument("--decline", action="store_true")
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--nonce", metavar="OFFER_NONCE",
+                   help="the offer_nonce of the offer answered (default: the open offer's)")
     p.add_argument("--force", action="store_true",
-                   help="leave the answer even if no offer with this id is open (yet)")
+                   help="leave the answer even if it answers no open offer; the agent "
+                        "refuses it and records ota.consent_rejected")
     p.set_defaults(func=cmd_consent)
 
     p = osub.add_parser("history", help="print the OTA history and verify its hash chain")
@@ -83,22 +88,42 @@ def _guard(fn: Any, args: argparse.Namespace) -> int:
 def cmd_consent(args: argparse.Namespace) -> int:
     def go(args: argparse.Namespace) -> int:
         from agent.ota.campaign import ACTIVE_KEY
-        from agent.ota.consent import ConsentInbox
+        from agent.ota.consent import ConsentInbox, open_offer
 
         _cfg, db = _open(args.config)
         try:
             active = db.get(ACTIVE_KEY) or {}
             open_id = active.get("campaign", {}).get("activity_id")
-            if open_id != args.activity_id and not args.force:
-                what = (f"the open activity is {open_id} ({active.get('phase')})" if open_id
+            offer = open_offer(db)
+            if offer is not None and not (offer.activity_id == args.activity_id == open_id
+                                          and active.get("phase") == "awaiting_consent"):
+                offer = None                # not the offer of this activity, or not open
+            nonce: str | None = args.nonce
+            problem = ""
+            if offer is None:
+                what = (f"the open activity is {open_id} ({active.get('phase')})"
+                        if open_id and open_id != args.activity_id
+                        else f"no offer is open (phase {active.get('phase')})" if open_id
                         else "no OTA activity is open")
-                return _fail(f"{args.activity_id}: {what}; --force leaves the answer anyway",
-                             1)
-            ConsentInbox(db).post(args.activity_id, bool(args.accept), "cli")
+                problem = f"{args.activity_id}: {what}"
+            elif nonce is not None and nonce != offer.nonce:
+                problem = (f"{args.activity_id}: --nonce is not the nonce of the open "
+                           f"offer (shown again since?)")
+            if problem and not args.force:
+                return _fail(f"{problem}; --force leaves the answer anyway (the agent "
+                             f"refuses and records it)", 1)
+            if offer is not None and nonce is None:
+                nonce = offer.nonce
+            ConsentInbox(db).post(args.activity_id, bool(args.accept), "cli",
+                                  offer_nonce=nonce or "",
+                                  campaign=offer.campaign if offer is not None else "")
         finally:
             db.close()
         word = "accepted" if args.accept else "declined"
-        print(f"{args.activity_id}: {word}; the agent applies it within a second")
+        if problem:
+            print(f"{problem}: answer left anyway; the agent will refuse it")
+        else:
+            print(f"{args.activity_id}: {word}; the agent applies it within a second")
         return 0
     return _guard(go, args)
 
@@ -142,6 +167,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     def go(args: argparse.Namespace) -> int:
         from agent.ota.campaign import ACTIVE_KEY, DECLINED_KEY
+        from agent.ota.consent import open_offer
         from agent.ota.history import OtaHistory
 
         _cfg, db = _open(args.config)
@@ -149,11 +175,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             active = db.get(ACTIVE_KEY)
             declined = db.get(DECLINED_KEY, {})
             entries = OtaHistory(db).entries()
+            offer = open_offer(db)
         finally:
             db.close()
         last = entries[-1] if entries else None
+        if offer is not None and (not active or active.get("phase") != "awaiting_consent"
+                                  or offer.activity_id != active["campaign"]["activity_id"]):
+            offer = None
         if args.json:
-            print(json.dumps({"active": active, "declined": declined, "last": last},
+            print(json.dumps({"active": active, "declined": declined, "last": last,
+                              "offer": offer.as_dict() if offer else None},
                              indent=2, ensure_ascii=False))
             return 0
         if active:
@@ -161,6 +192,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"in progress: {c['activity_id']} version {c['version']} "
                   f"phase {active['phase']}" + (f" (ECU {active['ecu']})"
                                                if active.get("ecu") else ""))
+            if offer is not None:
+                print(f"offer: campaign {offer.campaign} offer_nonce {offer.nonce}")
         else:
             print("no OTA activity in progress")
         for name, d in sorted(declined.items()):

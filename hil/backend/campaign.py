@@ -14,7 +14,11 @@ Typical use (tests, ``hil/demo_ota.py``, ``icv-hil backend campaign``)::
     text = ota.agent_section(server.url)               # [ota] + [ota.uptane] for the agent
     ota.release(VIN, "eps", "eps/eps-2.0.0.bin", ecu_image(64 * 1024, V2, {"F191": hw}),
                 hardware_id=hw, release_counter=2, versions=V2)
-    outcome = run_campaign(backend, signing_key, VIN, campaign_args("OTA-1", "2.0.0"))
+    outcome = run_campaign(backend, signing_key, VIN, campaign_args("OTA-1", "2.0.0"),
+                           consent="accept")       # the owner app answers the offer
+
+A consent answers one offer: ``consent_args(offer)`` builds it from the
+``ota.consent_requested`` record (activity, campaign and the offer's ``offer_nonce``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ def ecu_image(size: int, provides: Mapping[str, str], requires: Mapping[str, str
         counter += 1
     return build_image(bytes(body[:size - len(trailer)]), parse_did_keys(provides),
                        parse_did_keys(requires or {}))
+
+
+def consent_args(offer: Mapping[str, Any], decision: str = "accept") -> dict[str, Any]:
+    """The answer to one offer (the data of ``ota.consent_requested`` or the HMI offer):
+    ``ota.consent`` arguments and the HMI consent payload alike."""
+    return {"activity_id": offer["activity_id"], "campaign": offer["campaign"],
+            "offer_nonce": offer["offer_nonce"], "decision": decision}
 
 
 def campaign_args(activity_id: str, version: str, *, campaign: str = "",
@@ -154,16 +165,20 @@ def activity_records(records: list[dict[str, Any]], activity_id: str) -> list[di
 
 def run_campaign(backend: Any, private_key: Ed25519PrivateKey, vin: str, args: dict[str, Any],
                  *, timeout: float = 120.0, command_timeout: float = 15.0,
-                 on_record: Any = None) -> dict[str, Any]:
+                 on_record: Any = None, consent: str = "") -> dict[str, Any]:
     """Send the signed ``ota.campaign`` through a started ``hil.backend.Backend`` and wait
     for the verified terminal record of the activity.
 
-    Returns ``{"response": ..., "outcome": record | None, "records": [...]}``; the records
-    are those the backend stored (signature, chain and seq checked) for this activity.
+    ``consent`` ``"accept"``/``"decline"``: answer the offer as the owner app does, with
+    the signed ``ota.consent`` naming the offer's nonce (``""``: someone else answers).
+    Returns ``{"response": ..., "outcome": record | None, "records": [...],
+    "consent_response": ...}``; the records are those the backend stored (signature, chain
+    and seq checked) for this activity.
     """
     response = backend.send_command(private_key, vin, "ota.campaign", args,
                                     timeout=command_timeout)
-    out: dict[str, Any] = {"response": response, "outcome": None, "records": []}
+    out: dict[str, Any] = {"response": response, "outcome": None, "records": [],
+                           "consent_response": None}
     if not response or not response.get("ok"):
         return out
     activity = args["activity_id"]
@@ -172,9 +187,13 @@ def run_campaign(backend: Any, private_key: Ed25519PrivateKey, vin: str, args: d
     while time.monotonic() < end:
         backend.wait(lambda: False, 0.2)
         records = activity_records(backend.store.records(vin), activity)
-        if on_record is not None:
-            for record in records[seen:]:
+        for record in records[seen:]:
+            if on_record is not None:
                 on_record(record)
+            if consent and record.get("type") == "ota.consent_requested":
+                out["consent_response"] = backend.send_command(
+                    private_key, vin, "ota.consent", consent_args(record["data"], consent),
+                    timeout=command_timeout)
         seen = len(records)
         outcome = terminal_record(records, activity)
         if outcome is not None:
@@ -218,6 +237,9 @@ def register_cli(bsub: Any, broker_options: Any) -> None:
     r.add_argument("--duration", type=float, default=300.0)
     r.add_argument("--unavailable", action="append", default=None, metavar="FUNCTION")
     r.add_argument("--recall-number", default="")
+    r.add_argument("--consent", choices=("accept", "decline"), default="",
+                   help="answer the offer with the signed ota.consent (default: the user "
+                        "answers on the HMI or with icv-agent ota consent)")
     r.add_argument("--timeout", type=float, default=600.0)
     r.set_defaults(func=_run_cmd)
 
@@ -273,7 +295,7 @@ def _run_cmd(args: Any) -> int:
                           changes=args.changes, duration_s=args.duration,
                           unavailable_functions=args.unavailable,
                           recall=bool(args.recall_number), recall_number=args.recall_number),
-            timeout=args.timeout,
+            timeout=args.timeout, consent=args.consent,
             on_record=lambda r: print(f"#{r['seq']:<5} {r['type']:<24} "
                                       f"{json.dumps(r['data'], ensure_ascii=False)[:110]}",
                                       flush=True))

@@ -17,7 +17,7 @@ from campaign_bench import DVR_IDENTITY, DVR_V2, EPS_IDENTITY, EPS_V2, VIN, agen
 from agent.config import load
 from agent.records.keys import DeviceKey
 from hil.backend.broker import BrokerConfig
-from hil.backend.campaign import BenchOta, campaign_args, ecu_image, run_campaign
+from hil.backend.campaign import BenchOta, campaign_args, consent_args, ecu_image, run_campaign
 from hil.backend.receiver import Backend
 from hil.backend.sender import keygen, load_backend_key
 from hil.demo_ota import ParkedVehicle
@@ -83,8 +83,8 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
 
         def on_record(record: dict[str, Any]) -> None:
             if record["type"] == "ota.consent_requested":    # the user taps "install"
-                hmi.client.publish(f"icv/{VIN}/hmi/ota/consent", json.dumps(
-                    {"activity_id": "OTA-E2E-1", "decision": "accept"}), qos=1)
+                hmi.client.publish(f"icv/{VIN}/hmi/ota/consent",
+                                   json.dumps(consent_args(record["data"])), qos=1)
 
         args = campaign_args("OTA-E2E-1", "2026.1", recall=True, recall_number="RC-2026-001")
         result = run_campaign(backend, load_backend_key(private), VIN, args, timeout=90,
@@ -113,6 +113,9 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
         assert wait_until(lambda: any(m.topic.endswith("/result") for m in hmi.messages), 10)
         offers = [m for m in hmi.messages if m.topic.endswith("/offer") and m.payload]
         assert offers and offers[0].json()["changes"] == args["changes"]
+        # the HMI was shown the offer's nonce, and the consent that counted named it
+        assert offers[0].json()["offer_nonce"] == asked["data"]["offer_nonce"] \
+            == consent["offer_nonce"]
         result_msg = [m for m in hmi.messages if m.topic.endswith("/result")][-1].json()
         assert (result_msg["activity_id"], result_msg["result"]) == ("OTA-E2E-1", "completed")
         # versions read back after the update were recorded
@@ -124,18 +127,10 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
         ota.release(VIN, "eps", "eps/eps-3.0.0.bin",
                     ecu_image(40 * 1024, EPS_V3, {"F191": EPS_IDENTITY["F191"]}, seed="v3"),
                     hardware_id=EPS_IDENTITY["F191"], release_counter=3, versions=EPS_V3)
-        answers: list[Any] = []
-
-        def owner_declines(record: dict[str, Any]) -> None:
-            if record["type"] == "ota.consent_requested":
-                answers.append(backend.send_command(
-                    load_backend_key(private), VIN, "ota.consent",
-                    {"activity_id": "OTA-E2E-2", "decision": "decline"}))
-
         second = run_campaign(backend, load_backend_key(private), VIN,
                               campaign_args("OTA-E2E-2", "2026.2"), timeout=60,
-                              on_record=owner_declines)
-        assert answers and answers[0]["ok"], answers
+                              consent="decline")   # the signed ota.consent, offer's nonce
+        assert second["consent_response"] and second["consent_response"]["ok"], second
         assert second["outcome"]["type"] == "ota.failed", second
         assert second["outcome"]["data"]["reason"] == "declined"
         consent = next(r for r in second["records"] if r["type"] == "ota.consent")["data"]
