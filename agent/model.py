@@ -40,6 +40,9 @@ class ConfigError(Exception):
 
 
 def read_toml(path: Path, problems: Problems) -> dict[str, Any] | None:
+    """The TOML table of ``path``, or None with the reason in ``problems``: a wrong file
+    given by mistake (binary, a directory, nested without end) is a problem, not a
+    traceback."""
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -47,8 +50,13 @@ def read_toml(path: Path, problems: Problems) -> dict[str, Any] | None:
         problems.add(path, "", "file not found")
     except tomllib.TOMLDecodeError as exc:
         problems.add(path, "", f"not valid TOML: {exc}")
+    except UnicodeDecodeError as exc:   # tomllib decodes UTF-8 before it parses
+        problems.add(path, "", f"not a TOML file: byte 0x{exc.object[exc.start]:02x} at "
+                     f"offset {exc.start} is not UTF-8 text (a binary file?)")
+    except RecursionError:
+        problems.add(path, "", "not valid TOML: arrays or tables nested too deeply")
     except OSError as exc:
-        problems.add(path, "", f"cannot read: {exc.strerror}")
+        problems.add(path, "", f"cannot read: {exc.strerror or exc}")
     return None
 
 

@@ -256,7 +256,10 @@ class TraceReader:
             reader = can.BLFReader(f)
         except Exception as exc:
             f.close()
-            raise TraceError(f"{self.path}: cannot open trace (not a BLF file: {exc})"
+            why = ("too short for a BLF header" if isinstance(exc, struct.error)
+                   else "no BLF signature" if isinstance(exc, can.io.blf.BLFParseError)
+                   else str(exc))
+            raise TraceError(f"{self.path}: cannot open trace (not a BLF file: {why})"
                              ) from exc
         if not hasattr(reader, "_parse_container"):   # another python-can: its own loop
             reader.stop()

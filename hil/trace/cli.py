@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def scenario_cmd(args: argparse.Namespace) -> int:
     from agent import config as agent_config
-    from hil.trace.scenario import generate, load_scenario
+    from hil.trace.scenario import GenerateError, check_scenario, generate, load_scenario
 
     try:
         cfg = agent_config.load(args.config)
@@ -41,7 +41,15 @@ def scenario_cmd(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    n = generate(cfg, sc, args.output)
+    problems = check_scenario(cfg, sc, args.scenario)
+    if problems:
+        print(ConfigError(problems), file=sys.stderr)
+        return 2
+    try:
+        n = generate(cfg, sc, args.output)
+    except GenerateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{args.output}: {n} frames, {sc.duration:g} s", file=sys.stderr)
     return 0
 
@@ -49,17 +57,20 @@ def scenario_cmd(args: argparse.Namespace) -> int:
 def replay_cmd(args: argparse.Namespace) -> int:
     import can
 
-    from hil.trace.replay import replay
+    from agent.ingest.trace import TraceError
+    from hil.trace.replay import load_frames, replay
 
-    if not args.trace.is_file():
-        print(f"error: {args.trace}: trace file not found", file=sys.stderr)
-        return 2
-    if args.speed <= 0:
-        print("error: --speed must be > 0", file=sys.stderr)
+    if not args.speed > 0 or args.speed == float("inf"):
+        print("error: --speed must be a number > 0", file=sys.stderr)
         return 2
     try:
         options = parse_bus_options(args.bus_option)
     except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:   # before the bus opens: a wrong file is said at once, in one line
+        frames = load_frames(args.trace)
+    except TraceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -68,7 +79,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         print(f"error: cannot open {args.interface}:{args.channel}: {exc}", file=sys.stderr)
         return 1
     try:
-        result = replay(args.trace, bus, speed=args.speed, loop=args.loop,
+        result = replay(frames, bus, speed=args.speed, loop=args.loop,
                         progress=None if args.quiet else sys.stderr)
     except KeyboardInterrupt:
         return 130

@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.ingest.mapping import Binding
 from agent.ingest.setup import BusSetup, MessagePlan
+from agent.signals import CATALOGUE
 
 COUNTER = re.compile(r"(alive|alv|counter|_cnt|rollingcounter|rc$|rc_|msgcntr)", re.I)
 DEFAULT_CYCLE_S = 0.1
@@ -28,6 +29,27 @@ class MessageEncoder:
     base: dict[str, Any] = field(default_factory=dict)
     cache: dict[tuple, dict[str, Any]] = field(default_factory=dict)
     tick: int = 0
+
+
+class EncodeError(Exception):
+    """A frame that cannot be encoded (``str()`` names the message and the problem)."""
+
+
+def carried_range(sig: Any) -> tuple[float, float]:
+    """Physical values a DBC signal can carry: its ``[min|max]`` within what its bits hold
+    (cantools raises on a raw value beyond the bits, even with ``strict=False``)."""
+    if getattr(sig, "is_float", False):
+        lo, hi = -3.4e38, 3.4e38
+    else:
+        n = sig.length
+        raw_lo, raw_hi = (-(1 << (n - 1)), (1 << (n - 1)) - 1) if sig.is_signed else (
+            0, (1 << n) - 1)
+        lo, hi = sorted((raw_lo * sig.scale + sig.offset, raw_hi * sig.scale + sig.offset))
+    if sig.minimum is not None:
+        lo = max(lo, sig.minimum)
+    if sig.maximum is not None:
+        hi = min(hi, sig.maximum)
+    return lo, hi
 
 
 def _default_raw(sig: Any) -> float:
@@ -77,6 +99,7 @@ class TraceEncoder:
     def _choose(self, bindings: list[Binding], sig: Any, wanted: dict[str, Any]) -> Any:
         """Physical value for one DBC signal that satisfies its bindings best."""
         candidates: list[float] = []
+        lo, hi = carried_range(sig)
         for b in bindings:
             want = wanted.get(b.canonical)
             if want is None:
@@ -84,10 +107,10 @@ class TraceEncoder:
             direct = self._invert(b, sig, want)
             if direct is not None:
                 candidates.append(direct)
+                if not lo <= direct <= hi:   # out of range (a --lenient scenario): nearest
+                    candidates.append(min(max(direct, lo), hi))
         if sig.choices:
             candidates.extend(sig.scale * int(k) + sig.offset for k in sig.choices)
-        lo = sig.minimum if sig.minimum is not None else -1e18
-        hi = sig.maximum if sig.maximum is not None else 1e18
         raw_max = (1 << sig.length) - 1
         candidates.extend(sig.scale * r + sig.offset for r in range(min(raw_max, 15) + 1))
         best, best_score = None, -1
@@ -114,6 +137,28 @@ class TraceEncoder:
 
     def _source_for(self, canonical: str, want: Any) -> int | None:
         return self._sources.get((canonical, repr(want)))
+
+    def range_problem(self, canonical: str, want: Any) -> str | None:
+        """Why the number ``want`` cannot go on this bus (beyond what the DBC signal of the
+        source that shows numbers, the first, carries), or None."""
+        if isinstance(want, bool) or not isinstance(want, (int, float)):
+            return None
+        for plan in self.setup.plans.values():
+            for b in plan.bindings:
+                if b.canonical != canonical or b.rank != 0:
+                    continue
+                sig = plan.message.get_signal_by_name(b.dbc_signal)
+                phys = self._invert(b, sig, want)
+                lo, hi = carried_range(sig)
+                if phys is None or lo - 1e-9 <= phys <= hi + 1e-9:
+                    return None
+                ends = [v for v in (b.convert(lo), b.convert(hi)) if v is not None]
+                spec = CATALOGUE.get(canonical)
+                unit = f" {spec.unit}" if spec is not None and spec.unit else ""
+                shown = f" ({min(ends):.10g} .. {max(ends):.10g}{unit})" if len(ends) == 2 else ""
+                return (f"{want!r} is outside what {plan.message.name}.{sig.name} can carry"
+                        f"{shown}")
+        return None
 
     def _invert(self, b: Binding, sig: Any, want: Any) -> float | None:
         if isinstance(want, float) and not isinstance(want, bool):
@@ -154,7 +199,10 @@ class TraceEncoder:
                 values = {k: v for k, v in values.items()
                           if _in_mux(msg.get_signal_by_name(k), values)}
             enc.tick += 1
-            data = msg.encode(values, strict=False, padding=False)
+            try:
+                data = msg.encode(values, strict=False, padding=False)
+            except Exception as exc:   # cantools: EncodeError, OverflowError, ValueError
+                raise EncodeError(f"message {msg.name}: {exc}") from exc
             out.append((msg.frame_id, data, bool(msg.is_extended_frame), bool(msg.is_fd)))
         return out
 

@@ -10,6 +10,8 @@ from typing import Any, TextIO
 
 import can
 
+from agent.ingest.trace import TraceError, TraceReader
+
 
 @dataclass
 class ReplayResult:
@@ -20,15 +22,34 @@ class ReplayResult:
     duration_s: float
 
 
-def replay(path: Path, bus: can.BusABC, *, speed: float = 1.0, loop: bool = False,
-           progress: TextIO | None = sys.stderr, stop_after: float | None = None
-           ) -> ReplayResult:
-    """Send every frame of ``path`` at its recorded time offset divided by ``speed``.
+def load_frames(path: Path, warn: TextIO | None = sys.stderr) -> list[can.Message]:
+    """The frames to replay, read like ``icv-agent analyze`` reads them: damaged lines or
+    containers and impossible timestamps (which would make a replay wait for centuries) are
+    skipped and said on ``warn``. TraceError if there is nothing to replay."""
+    reader = TraceReader(path)
+    frames = [m for m in reader if not m.is_error_frame]
+    lines = reader.lines()
+    if not frames:
+        prefix = f"warning: {path}: "
+        why = "; ".join(x.removeprefix(prefix).rstrip(":") for x in lines
+                        if x.startswith(prefix) and "no CAN frames" not in x)
+        raise TraceError(f"{path}: no CAN frames to replay" + (f" ({why})" if why else ""))
+    if warn is not None:
+        for line in lines:
+            print(line, file=warn)
+    return frames
+
+
+def replay(path: Path | list[can.Message], bus: can.BusABC, *, speed: float = 1.0,
+           loop: bool = False, progress: TextIO | None = sys.stderr,
+           stop_after: float | None = None) -> ReplayResult:
+    """Send every frame of ``path`` (a trace, or frames from ``load_frames``) at its
+    recorded time offset divided by ``speed``.
 
     Sleeps until shortly before a frame is due and spins the last ~1 ms; the timing error
     (actual send time minus due time) is measured per frame and reported.
     """
-    frames = [m for m in can.LogReader(str(path)) if not m.is_error_frame]
+    frames = path if isinstance(path, list) else load_frames(path)
     if not frames:
         return ReplayResult(0, 0, 0.0, 0.0, 0.0)
     first = frames[0].timestamp

@@ -25,6 +25,7 @@ integrates ``Vehicle.Speed``, so odometer and speed agree like on a real vehicle
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ import can
 from agent.config import AgentConfig
 from agent.model import ConfigError, Problems, build, read_toml
 from agent.signals import CATALOGUE, FLOAT
-from agent.timefmt import parse_iso
-from hil.trace.encode import TraceEncoder
+from agent.timefmt import parse_iso, plausible
+from hil.trace.encode import EncodeError, TraceEncoder
 
 ODOMETER = "Vehicle.TraveledDistance"
 SPEED = "Vehicle.Speed"
@@ -69,6 +70,10 @@ class Scenario:
         return parse_iso(self.start)
 
 
+class GenerateError(Exception):
+    """The trace cannot be written (``str()`` is one line naming the file)."""
+
+
 def load_scenario(path: Path) -> Scenario:
     problems = Problems()
     table = read_toml(path, problems)
@@ -76,14 +81,22 @@ def load_scenario(path: Path) -> Scenario:
         raise ConfigError(problems)
     sc = build(Scenario, table, path, problems)
     try:
-        _ = sc.start_epoch
+        if not plausible(sc.start_epoch):
+            problems.add(path, "start", f"{sc.start!r} is outside 1970..2200")
     except ValueError:
         problems.add(path, "start", f"not an ISO-8601 time: {sc.start!r}")
+    # TOML has inf and nan: an endless duration never ends, a NaN cannot be encoded
+    if not (math.isfinite(sc.duration) and sc.duration > 0):
+        problems.add(path, "duration", f"expected a finite number of seconds > 0, got "
+                     f"{sc.duration!r}")
     last = -1.0
     for i, step in enumerate(sc.step):
-        if step.at < last:
+        if not (math.isfinite(step.at) and step.at >= 0):
+            problems.add(path, f"step[{i}].at", f"expected a finite time >= 0, got {step.at!r}")
+        elif step.at < last:
             problems.add(path, f"step[{i}].at", "steps must be in time order")
-        last = step.at
+        else:
+            last = step.at
         for name, value in step.set.items():
             spec = CATALOGUE.get(name)
             if spec is None:
@@ -93,6 +106,9 @@ def load_scenario(path: Path) -> Scenario:
                 step.set[name] = spec.coerce(value)
             except ValueError as exc:
                 problems.add(path, f"step[{i}].set.{name}", str(exc))
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.add(path, f"step[{i}].set.{name}", f"not a finite number: {value!r}")
         for key, names in (("mute", step.mute), ("unmute", step.unmute)):
             for j, name in enumerate(names):
                 if name not in CATALOGUE:
@@ -101,11 +117,29 @@ def load_scenario(path: Path) -> Scenario:
             spec = CATALOGUE.get(name)
             if spec is None or spec.kind != FLOAT:
                 problems.add(path, f"step[{i}].ramp.{name}", "only float signals can ramp")
-            elif len(value) != 2 or value[1] <= 0:
+            elif (len(value) != 2 or not all(math.isfinite(v) for v in value)
+                  or value[1] <= 0):
                 problems.add(path, f"step[{i}].ramp.{name}", "expected [target, seconds > 0]")
     if problems:
         raise ConfigError(problems)
     return sc
+
+
+def check_scenario(cfg: AgentConfig, sc: Scenario, path: Path) -> Problems:
+    """What the config's buses cannot carry as the scenario says: a number beyond the range
+    of its DBC signal (the encoder would have to put something else on the wire)."""
+    problems = Problems()
+    encoders = [TraceEncoder(setup) for setup in cfg.buses]
+    for i, step in enumerate(sc.step):
+        values = [("set", name, value) for name, value in step.set.items()]
+        values += [("ramp", name, float(v[0])) for name, v in step.ramp.items()]
+        for key, name, value in values:
+            for enc in encoders:
+                why = enc.range_problem(name, value)
+                if why is not None:
+                    problems.add(path, f"step[{i}].{key}.{name}",
+                                 f"{why} on bus {enc.setup.name}")
+    return problems
 
 
 class Timeline:
@@ -150,7 +184,8 @@ class Timeline:
 
 def generate(cfg: AgentConfig, sc: Scenario, out: Path) -> int:
     """Write the trace; return the number of frames. The format follows the suffix of
-    ``out`` (candump ``.log``, ``.asc``, ``.blf``, ...) as python-can's Logger picks it."""
+    ``out`` (candump ``.log``, ``.asc``, ``.blf``, ...) as python-can's Logger picks it.
+    GenerateError (one line) if the file cannot be written."""
     encoders = [TraceEncoder(setup) for setup in cfg.buses]
     timeline = Timeline(sc)
     t0 = sc.start_epoch
@@ -162,20 +197,33 @@ def generate(cfg: AgentConfig, sc: Scenario, out: Path) -> int:
             heapq.heappush(queue, ((m * 0.0007) % me.cycle_s, seq, b, m))
             seq += 1
     count = 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with can.Logger(str(out)) as writer:
-        while queue and queue[0][0] <= sc.duration:
-            t, _, b, m = heapq.heappop(queue)
-            enc = encoders[b]
-            me = enc.messages[m]
-            wanted = timeline.at(t)
-            silent = timeline.muted and any(b.canonical in timeline.muted
-                                            for b in me.plan.bindings)
-            for frame_id, data, ext, fd in [] if silent else enc.frames(wanted, [me]):
-                writer.on_message_received(can.Message(
-                    timestamp=t0 + t, arbitration_id=frame_id, data=data,
-                    is_extended_id=ext, is_fd=fd, channel=cfg.buses[b].config.channel))
-                count += 1
-            heapq.heappush(queue, (round(t + me.cycle_s, 6), seq, b, m))
-            seq += 1
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = can.Logger(str(out))
+    except ValueError as exc:       # python-can: no writer for this suffix
+        raise GenerateError(f"{out}: cannot write a trace in this format ({exc}); use .log "
+                            "(candump), .asc, .blf, .csv, .trc or .db") from exc
+    except OSError as exc:
+        raise GenerateError(f"{out}: cannot write: {exc.strerror or exc}") from exc
+    t = 0.0
+    try:
+        with writer:
+            while queue and queue[0][0] <= sc.duration:
+                t, _, b, m = heapq.heappop(queue)
+                enc = encoders[b]
+                me = enc.messages[m]
+                wanted = timeline.at(t)
+                silent = timeline.muted and any(b.canonical in timeline.muted
+                                                for b in me.plan.bindings)
+                for frame_id, data, ext, fd in [] if silent else enc.frames(wanted, [me]):
+                    writer.on_message_received(can.Message(
+                        timestamp=t0 + t, arbitration_id=frame_id, data=data,
+                        is_extended_id=ext, is_fd=fd, channel=cfg.buses[b].config.channel))
+                    count += 1
+                heapq.heappush(queue, (round(t + me.cycle_s, 6), seq, b, m))
+                seq += 1
+    except EncodeError as exc:
+        raise GenerateError(f"{out}: cannot encode the frame at t = {t:g} s: {exc}") from exc
+    except OSError as exc:
+        raise GenerateError(f"{out}: cannot write: {exc.strerror or exc}") from exc
     return count
