@@ -4,11 +4,14 @@ attacker (or a careless repository owner) would, so the agent meets it over real
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
-from tuf.api.metadata import Metadata, Targets
+from tuf.api.metadata import Metadata, MetaFile, Targets
 from tuf.api.serialization.json import JSONSerializer
 
 from agent.ota.uptane.time import format_time
@@ -81,6 +84,59 @@ def forged_timestamp(repo: BenchRepository, signer: Signer, issued: datetime) ->
     return md.to_bytes(JSONSerializer(compact=False))
 
 
+JsonPath = tuple[str | int, ...]
+
+
+def json_nodes(doc: Any, path: JsonPath = ()) -> Iterator[JsonPath]:
+    """Every node of a JSON document (containers and leaves), as paths from the top."""
+    yield path
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from json_nodes(value, (*path, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from json_nodes(value, (*path, i))
+
+
+def replaced(doc: Any, path: JsonPath, value: Any) -> Any:
+    """A copy of ``doc`` with the node at ``path`` replaced by ``value``."""
+    out = json.loads(json.dumps(doc))
+    if not path:
+        return value
+    node = out
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return out
+
+
+def rebound(repo: BenchRepository, prefix: str, role: str, data: bytes, *,
+            snapshot_key: Signer, timestamp_key: Signer) -> dict[str, bytes]:
+    """URL path -> body overrides serving ``data`` as the next version of ``role`` (a
+    targets role, or ``snapshot``), bound into a snapshot and timestamp re-signed with the
+    online keys: what an attacker holding only those keys can make the agent parse."""
+    out: dict[str, bytes] = {}
+    ts = Metadata.from_bytes(repo.metadata_bytes("timestamp"))
+    if role == "snapshot":
+        snap_bytes, snap_version = data, ts.signed.snapshot_meta.version + 1
+    else:
+        version = repo.open(role).signed.version + 1
+        out[f"{prefix}/metadata/{version}.{role}.json"] = data
+        snap = Metadata.from_bytes(repo.metadata_bytes("snapshot"))
+        snap.signed.meta[f"{role}.json"] = MetaFile.from_data(version, data, ["sha256"])
+        snap.signed.version += 1
+        snap.signatures.clear()
+        snap.sign(snapshot_key)
+        snap_bytes, snap_version = snap.to_bytes(), snap.signed.version
+    out[f"{prefix}/metadata/{snap_version}.snapshot.json"] = snap_bytes
+    ts.signed.snapshot_meta = MetaFile.from_data(snap_version, snap_bytes, ["sha256"])
+    ts.signed.version += 1
+    ts.signatures.clear()
+    ts.sign(timestamp_key)
+    out[f"{prefix}/metadata/timestamp.json"] = ts.to_bytes()
+    return out
+
+
 def _delegator(image: ImageRepository, role: str) -> str:
     for name in image.roles():
         md = image.open(name)
@@ -90,4 +146,5 @@ def _delegator(image: ImageRepository, role: str) -> str:
     raise KeyError(f"nobody delegates to {role!r}")
 
 
-__all__ = ["alias_signer", "forged_timestamp", "one_key_twice", "terminating_shadow"]
+__all__ = ["alias_signer", "forged_timestamp", "json_nodes", "one_key_twice", "rebound",
+           "replaced", "terminating_shadow"]

@@ -5,6 +5,7 @@ programming service: 10 02, 27, 2E, 31, 34, 36, 37, 11, ...)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -65,6 +66,14 @@ def missing_image(b: Bench) -> None:
         f"/image/targets/eps/{info.hashes['sha256']}.eps-2.0.0.bin"}))
 
 
+def float_in_timestamp(b: Bench) -> None:
+    b.release("eps", EPS_V2, 2)
+    url = f"/director/{VIN}/metadata/timestamp.json"
+    doc = json.loads(b.server.read(url) or b"")
+    doc["signed"]["x-note"] = 0.5            # no key needed: canonical JSON has no floats
+    b.server.set_faults(Faults(overrides={url: json.dumps(doc).encode()}))
+
+
 def one_key_counted_twice(b: Bench) -> None:
     one_key_twice(b.ota.image, "targets", "image-targets")   # eps/* is signed by targets
     b.release("eps", EPS_V2, 2)
@@ -88,13 +97,15 @@ ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "image trickled below the speed floor": (slow_image, "partial_bundle"),
     "image missing on the server": (missing_image, "partial_bundle"),
     "one key counted twice toward a threshold": (one_key_counted_twice, "arbitrary_software"),
+    "a float in a signed part": (float_in_timestamp, "arbitrary_software"),
     "lower-priority role signs what a terminating role owns":
         (terminating_delegation_bypassed, "partial_bundle"),
 }
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attack_is_rejected_before_the_user_or_the_ecu_sees_it(tmp_path: Path, name: str):
+def test_attack_is_rejected_before_the_user_or_the_ecu_sees_it(
+        tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture):
     attack, threat = ATTACKS[name]
     with make_bench(tmp_path) as bench:
         attack(bench)
@@ -110,6 +121,8 @@ def test_attack_is_rejected_before_the_user_or_the_ecu_sees_it(tmp_path: Path, n
         assert bench.ecus["eps"].versions()[0xF189] == "1.0.0"
         # only a .part (kept for a Range resume) may stay; never an image ready to flash
         assert not list((tmp_path / "downloads").glob("*eps*.bin")), "unverified image kept"
+        # A rejection is an outcome, not a crash: no traceback is logged for it.
+        assert not [r.getMessage() for r in caplog.records if r.exc_info]
 
 
 def test_rollback_to_an_older_release_after_an_update(tmp_path: Path):

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tamper import forged_timestamp, one_key_twice, terminating_shadow
+from tamper import (
+    forged_timestamp,
+    json_nodes,
+    one_key_twice,
+    rebound,
+    replaced,
+    terminating_shadow,
+)
 from tuf.api.metadata import TargetFile
 from uptane_fixtures import ECUS, VERSIONS, VIN, Bench, image_bytes, make_bench
 
@@ -213,6 +221,72 @@ def test_root_rotation_without_both_thresholds(installed: Bench, signer: str):
     err = rejected(installed, "arbitrary_software")
     assert (err.repo, err.role) == ("director", "root")
     assert installed.db.get("uptane.repo.director")["root"]["signed"]["version"] == 1
+
+
+# -- malformed metadata ----------------------------------------------------------------------
+
+def fresh_agent_rejection(bench: Bench, overrides: dict[str, bytes]) -> str:
+    """Serve ``overrides`` to an agent that trusts only its shipped roots; return the
+    threat it named, or what else happened."""
+    bench.db.conn.execute("DELETE FROM kv WHERE key LIKE 'uptane.repo.%'")
+    bench.server.set_faults(Faults(overrides=overrides))
+    try:   # no speed floor to speak of: only the content is on trial here
+        run_campaign(bench.client(retries=1, speed_window_s=10.0, min_speed_bytes_s=1.0))
+    except UpdateRejected as exc:
+        return exc.threat
+    except Exception as exc:   # noqa: BLE001 - the failure this test looks for
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        bench.server.set_faults(None)
+    return "accepted"
+
+
+def test_a_float_anywhere_in_any_metadata_is_arbitrary_software(bench: Bench):
+    # Canonical JSON has no floats: python-tuf cannot even compute the signed bytes, so no
+    # key is needed to send one. Every node of every metadata file a campaign reads (both
+    # repositories, a root rotation included) is replaced by 1.5 in turn; files bound by
+    # hash are re-bound with the online snapshot/timestamp keys so the agent parses them.
+    bench.image.rotate_root(["image-root-2"])      # the agent ships image root v1
+    bench.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)
+    assert fresh_agent_rejection(bench, {}) == "accepted"
+    fetched = sorted({r.path for r in bench.server.requests
+                      if "/metadata/" in r.path and r.status == 200})
+    assert len(fetched) == 8, fetched       # 2 roots, then 3 + 4 files per repository
+    repos = {f"/director/{VIN}": (bench.director.vehicle(VIN), "director"),
+             "/image": (bench.image, "image")}
+    outcomes: dict[str, list[str]] = {}
+    for url in fetched:
+        prefix, _, name = url.rpartition("/metadata/")
+        repo, keys = repos[prefix]
+        role = name.split(".")[-2]
+        doc = json.loads(bench.server.read(url) or b"")
+        bound = role not in ("root", "timestamp")
+        if bound:
+            doc["signed"]["version"] += 1
+        for path in json_nodes(doc):
+            data = json.dumps(replaced(doc, path, 1.5)).encode()
+            overrides = rebound(repo, prefix, role, data,
+                                snapshot_key=bench.keys.signer(f"{keys}-snapshot"),
+                                timestamp_key=bench.keys.signer(f"{keys}-timestamp")) \
+                if bound else {url: data}
+            outcome = fresh_agent_rejection(bench, overrides)
+            outcomes.setdefault(outcome, []).append(f"{url} {path}")
+    assert set(outcomes) == {"arbitrary_software"}, \
+        {k: v[:5] for k, v in outcomes.items() if k != "arbitrary_software"}
+    assert sum(map(len, outcomes.values())) > 150
+
+
+@pytest.mark.parametrize("body", [
+    b'{"signed": {"_type": "timestamp", "version": NaN}, "signatures": []}',
+    b'{"signed": {"_type": "timestamp", "version": Infinity}, "signatures": []}',
+    b'{"signed": {"_type": "timestamp", "version": 1e999}, "signatures": []}',
+    b"[" * 6_000 + b"]" * 6_000,
+    b'{"signed": "\xff\xfe"}',
+    b"",
+])
+def test_unparseable_timestamp_is_arbitrary_software(bench: Bench, body: bytes):
+    url = f"/director/{VIN}/metadata/timestamp.json"
+    assert fresh_agent_rejection(bench, {url: body}) == "arbitrary_software"
 
 
 # -- rollback -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from tuf.api.metadata import (
     VerificationResult,
 )
 from tuf.api.metadata import Timestamp as TimestampRole
-from tuf.api.serialization import DeserializationError
+from tuf.api.serialization import DeserializationError, SerializationError
 
 from agent.journal.statedb import StateDB
 from agent.ota.uptane.custom import DELEGATION_HARDWARE_IDS
@@ -310,11 +310,16 @@ class TrustedRepository:
             raise DownloadFailed(str(exc), repo=self.name) from exc
 
     def _parse(self, data: bytes, cls: type[S], role: str) -> Metadata[S]:
+        """Metadata of type ``cls`` whose signed part has canonical bytes; anything else
+        (wrong types, a float, NaN, deep nesting, bad UTF-8) is arbitrary software, found
+        before any field is used and without needing a key to cause it."""
         try:
             md = Metadata.from_bytes(data)
-        except (DeserializationError, ValueError, KeyError, TypeError) as exc:
-            raise ArbitrarySoftware(f"not valid metadata: {exc}", repo=self.name,
-                                    role=role) from exc
+            _ = md.signed_bytes     # canonical JSON refuses floats: fail here, not later
+        except (DeserializationError, SerializationError, ValueError, KeyError, TypeError,
+                RecursionError) as exc:
+            raise ArbitrarySoftware(f"not valid metadata: {type(exc).__name__}: {exc}",
+                                    repo=self.name, role=role) from exc
         if md.signed.type != cls.type:
             raise ArbitrarySoftware(f"expected {cls.type} metadata, got {md.signed.type}",
                                     repo=self.name, role=role)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Targets
 from tuf.api.metadata import Timestamp as TimestampRole
 
@@ -22,7 +23,9 @@ from agent.ota.uptane.custom import (
 )
 from agent.ota.uptane.download import HttpFetcher
 from agent.ota.uptane.errors import (
+    ArbitrarySoftware,
     EndlessData,
+    Freeze,
     MixAndMatch,
     PartialBundle,
     Rollback,
@@ -63,6 +66,16 @@ class VerifiedTarget:
     custom: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
+def repository_error(exc: tuf_exc.RepositoryError) -> UpdateRejected:
+    """A python-tuf error as the rejection naming its threat (malformed or badly signed
+    data is arbitrary software), so no repository problem ends as an internal error."""
+    kinds: list[tuple[type[Exception], type[UpdateRejected]]] = [
+        (tuf_exc.ExpiredMetadataError, Freeze), (tuf_exc.BadVersionNumberError, Rollback),
+        (tuf_exc.LengthOrHashMismatchError, MixAndMatch)]
+    cls = next((kind for base, kind in kinds if isinstance(exc, base)), ArbitrarySoftware)
+    return cls(f"{type(exc).__name__}: {exc}")
+
+
 class UptaneClient:
     """Full verification on the Primary; see the package docstring for the flow."""
 
@@ -99,6 +112,13 @@ class UptaneClient:
         Raises an ``UpdateRejected`` subclass naming the threat; nothing is installed or
         marked installed here. An empty list means the Director has nothing for ``vin``.
         """
+        try:
+            return self._check_campaign(vin, ecus)
+        except tuf_exc.RepositoryError as exc:      # a python-tuf check we did not wrap
+            raise repository_error(exc) from exc
+
+    def _check_campaign(self, vin: str, ecus: Mapping[str, EcuInstalled]
+                        ) -> list[VerifiedTarget]:
         now = self.secure_time.now()
         self.director = self._repo("director", f"{self.config.director_url.rstrip('/')}/{vin}",
                                    self.config.director_root, delegations=False)
@@ -233,8 +253,11 @@ class UptaneClient:
         digest = target.hashes.get("sha256") or next(iter(target.hashes.values()))
         name = f"{digest[:16]}.{target.path.rsplit('/', 1)[-1]}"
         try:
-            return self.fetcher.download_image(target.url, dest_dir / name, target.length,
-                                               target.hashes)
+            try:
+                return self.fetcher.download_image(target.url, dest_dir / name,
+                                                   target.length, target.hashes)
+            except tuf_exc.RepositoryError as exc:
+                raise repository_error(exc) from exc
         except UpdateRejected as exc:
             if not exc.ecu_id:
                 exc.ecu_id = target.ecu_id
