@@ -167,3 +167,19 @@ def test_online_timestamp_key_cannot_freeze_later_updates(tmp_path: Path):
         kind, data = bench.records.terminal("OTA-NEXT")
         assert kind == "ota.completed", data
         assert bench.ecus["eps"].versions()[0xF189] == "2.0.0"
+
+
+def test_image_above_the_speed_floor_but_past_its_total_budget(tmp_path: Path):
+    # 20 kB/s is twice the bench's speed floor, but 24 KiB may take 0.2 + 0.25 s in all.
+    options = {"min_average_bytes_s": 100_000.0, "transfer_allowance_s": 0.2}
+    with make_bench(tmp_path, uptane=options) as bench:
+        bench.release("eps", EPS_V2, 2)
+        bench.server.set_faults(Faults(only="/image/targets/", slow_bytes_per_s=20_000))
+        bench.start_manager()
+        bench.manager.submit(campaign_args("OTA-SLOW", "2.0"))
+        kind, data = bench.records.terminal("OTA-SLOW")
+        assert (kind, data.get("threat")) == ("ota.rejected", "partial_bundle"), data
+        assert "slow_retrieval" in data["message"] and "total time budget" in data["message"]
+        assert not bench.records.of("ota.consent_requested", "OTA-SLOW")
+        assert not bench.programming_requests("eps")
+        assert not bench.programming_requests("dvr")

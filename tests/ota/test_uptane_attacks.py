@@ -490,6 +490,21 @@ def test_image_trickled_below_the_speed_floor(installed: Bench):
     assert err.__cause__.threat == "slow_retrieval"
 
 
+def test_image_trickled_above_the_speed_floor_but_past_its_total_budget(installed: Bench):
+    installed.add_and_assign("BMS-01", "bms/bms-2.5.0.bin", BMS_V5, "bms-hw-a", 5)
+    # 40 kB/s is twice the bench's speed floor; 200 kB take 5 s, the budget is 1.5 s.
+    installed.server.set_faults(Faults(only="/image/targets/", slow_bytes_per_s=40_000))
+    client = installed.client(retries=0, min_average_bytes_s=200_000.0,
+                              transfer_allowance_s=0.5)
+    (target,) = client.check_campaign(VIN, ECUS)
+    with pytest.raises(UpdateRejected) as info:
+        client.download(target)
+    assert info.value.threat == "slow_retrieval", str(info.value)
+    err = rejected(installed, "partial_bundle", client)
+    assert isinstance(err.__cause__, UpdateRejected)
+    assert err.__cause__.threat == "slow_retrieval"
+
+
 def test_metadata_trickled_below_the_speed_floor(installed: Bench):
     installed.server.set_faults(Faults(only="/director/", slow_bytes_per_s=1_000))
     rejected(installed, "slow_retrieval", installed.client(retries=0))

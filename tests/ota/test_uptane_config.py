@@ -62,3 +62,13 @@ def test_time_step_must_be_positive_and_bounded(tmp_path: Path):
                    for p in problems), problems
     cfg, problems = load(tmp_path, "[ota.uptane]\nmax_time_step_days = 2\n")
     assert problems == [] and cfg.max_time_step_days == 2.0
+
+
+def test_transfer_budget_is_validated(tmp_path: Path):
+    _, problems = load(tmp_path, "[ota.uptane]\nmin_average_bytes_s = 0\n"
+                                 "transfer_allowance_s = -1\n")
+    text = "\n".join(problems)
+    assert "ota.uptane.min_average_bytes_s: must be > 0" in text, text
+    assert "ota.uptane.transfer_allowance_s: must be >= 0" in text, text
+    cfg, problems = load(tmp_path, "[ota.uptane]\nmin_average_bytes_s = 65536\n")
+    assert problems == [] and cfg.transfer_allowance_s == 120.0

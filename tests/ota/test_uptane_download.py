@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from pathlib import Path
 
 import pytest
 from uptane_fixtures import image_bytes
 
-from agent.ota.uptane import HttpFetcher, TransferLimits, UpdateRejected
+from agent.ota.uptane import DownloadFailed, HttpFetcher, TransferLimits, UpdateRejected
 from agent.ota.uptane.download import SpeedFloor
 from hil.repo import Faults, RepoServer
 
@@ -143,3 +144,41 @@ def test_usable_as_python_tuf_fetcher(served):
     server, _ = served
     f, _ = fetcher()
     assert f.download_bytes(f"{server.url}/fw.bin", len(DATA)) == DATA
+
+
+def test_total_budget_ends_a_transfer_that_stays_above_the_speed_floor(served):
+    server, tmp = served
+    server.set_faults(Faults(slow_bytes_per_s=50_000))      # 2.5 x the floor: 6 s in all
+    f, _ = fetcher(retries=0, min_average_bytes_s=300_000, allowance_s=0.5)   # 1.5 s
+    start = time.monotonic()
+    with pytest.raises(UpdateRejected) as info:
+        f.download_image(f"{server.url}/fw.bin", tmp / "fw.bin", len(DATA), SHA)
+    assert info.value.threat == "slow_retrieval" and "total time budget" in str(info.value)
+    assert time.monotonic() - start < 1.5 + 0.5 + 1.0      # budget + one read window + slack
+    assert not (tmp / "fw.bin").exists()
+    # The same trickle inside a budget that allows it is fine.
+    f, _ = fetcher(retries=0, min_average_bytes_s=30_000, allowance_s=1.0)    # 11 s
+    f.download_image(f"{server.url}/fw.bin", tmp / "fw.bin", len(DATA), SHA)
+    assert (tmp / "fw.bin").read_bytes() == DATA
+
+
+def test_total_budget_spans_every_attempt_and_pause():
+    clock = FakeClock()
+
+    def sleep(s: float) -> None:
+        clock.t += s
+
+    lim = TransferLimits(retries=100, backoff_s=1.0, backoff_max_s=1.0,
+                         min_average_bytes_s=1000, allowance_s=5.0)
+    f = HttpFetcher(lim, sleep=sleep, clock=clock)
+    starts: list[float] = []
+
+    def attempt(deadline: float) -> None:       # a server that drops every connection
+        starts.append(clock.t)
+        clock.t += 2.0
+        raise DownloadFailed("connection reset")
+
+    with pytest.raises(UpdateRejected) as info:
+        f._with_retries("http://x/fw.bin", attempt, lim.budget_s(5000))     # 10 s
+    assert info.value.threat == "slow_retrieval"
+    assert starts == [0.0, 3.0, 6.0, 9.0]     # no attempt and no pause past 10 s

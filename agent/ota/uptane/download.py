@@ -1,11 +1,14 @@
 """HTTP(S) transport for metadata and images, hardened against the network attacker.
 
 Every transfer has a byte cap (endless data), a minimum speed over a sliding window plus
-a socket read timeout of one window (slow retrieval), and a bounded number of retries
-with exponential backoff, so a call ends with bytes, a verified file or a typed
-``UpdateRejected`` -- never a hang. Images stream into ``<name>.part`` with SHA-256/512
-computed on the way; after an interruption the next attempt asks for the rest with an
-HTTP Range request and the whole file is verified again from disk at the end.
+a socket read timeout of one window (slow retrieval), a total time budget (``allowance_s
++ length / min_average_bytes_s``, over all its attempts and pauses: a server that stays
+just above the speed floor, or keeps restarting, cannot stretch one image over days) and
+a bounded number of retries with exponential backoff, so a call ends with bytes, a
+verified file or a typed ``UpdateRejected`` -- never a hang. Images stream into
+``<name>.part`` with SHA-256/512 computed on the way; after an interruption the next
+attempt asks for the rest with an HTTP Range request and the whole file is verified again
+from disk at the end.
 """
 
 from __future__ import annotations
@@ -50,11 +53,19 @@ class TransferLimits:
     backoff_s: float = 1.0
     backoff_max_s: float = 30.0
     chunk_bytes: int = 64 * 1024
+    min_average_bytes_s: float = 16 * 1024.0
+    allowance_s: float = 120.0
 
     @classmethod
     def from_config(cls, cfg: UptaneConfig) -> TransferLimits:
         return cls(cfg.min_speed_bytes_s, cfg.speed_window_s, cfg.connect_timeout_s,
-                   cfg.retries, cfg.backoff_s, cfg.backoff_max_s, cfg.chunk_bytes)
+                   cfg.retries, cfg.backoff_s, cfg.backoff_max_s, cfg.chunk_bytes,
+                   min_average_bytes_s=cfg.min_average_bytes_s,
+                   allowance_s=cfg.transfer_allowance_s)
+
+    def budget_s(self, length: int) -> float:
+        """Seconds one transfer of ``length`` bytes may take in all, attempts included."""
+        return self.allowance_s + length / self.min_average_bytes_s
 
 
 class NotFound(Exception):
@@ -126,8 +137,8 @@ class HttpFetcher(FetcherInterface):
     # -- metadata -------------------------------------------------------------------
     def fetch_metadata(self, url: str, max_length: int) -> bytes:
         """Whole file up to ``max_length`` bytes; ``NotFound`` on 404, else typed errors."""
-        def attempt() -> bytes:
-            resp = self._open(url, {})
+        def attempt(deadline: float) -> bytes:
+            resp = self._open(url, {}, deadline)
             declared = resp.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > max_length:
                 resp.release_conn()
@@ -135,13 +146,13 @@ class HttpFetcher(FetcherInterface):
                                   f"cap is {max_length}")
             parts: list[bytes] = []
             got = 0
-            for chunk in self._chunks(resp, url):
+            for chunk in self._chunks(resp, url, deadline):
                 got += len(chunk)
                 if got > max_length:
                     raise EndlessData(f"{url}: more than {max_length} bytes")
                 parts.append(chunk)
             return b"".join(parts)
-        return cast(bytes, self._with_retries(url, attempt))
+        return cast(bytes, self._with_retries(url, attempt, self.limits.budget_s(max_length)))
 
     # -- images ---------------------------------------------------------------------
     def download_image(self, url: str, dest: Path, length: int,
@@ -160,11 +171,11 @@ class HttpFetcher(FetcherInterface):
         part = dest.with_name(dest.name + ".part")
         state = {"resumed": False}
 
-        def attempt() -> None:
-            self._image_attempt(url, part, length, hashes, state)
+        def attempt(deadline: float) -> None:
+            self._image_attempt(url, part, length, hashes, state, deadline)
 
         try:
-            self._with_retries(url, attempt)
+            self._with_retries(url, attempt, self.limits.budget_s(length))
             self._verify_file(part, length, hashes, dest.name, state["resumed"])
         except (EndlessData, ArbitrarySoftware):
             part.unlink(missing_ok=True)
@@ -173,7 +184,7 @@ class HttpFetcher(FetcherInterface):
         return dest
 
     def _image_attempt(self, url: str, part: Path, length: int, hashes: dict[str, str],
-                       state: dict[str, bool]) -> None:
+                       state: dict[str, bool], deadline: float | None = None) -> None:
         offset = part.stat().st_size if part.exists() else 0
         if offset > length:
             part.unlink()
@@ -183,7 +194,7 @@ class HttpFetcher(FetcherInterface):
             return
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            resp = self._open(url, headers)
+            resp = self._open(url, headers, deadline)
         except NotFound as exc:
             raise DownloadFailed(str(exc)) from exc
         if resp.status == 206 and offset:
@@ -212,7 +223,7 @@ class HttpFetcher(FetcherInterface):
         got = offset
         with open(part, mode) as fh:
             try:
-                for chunk in self._chunks(resp, url):
+                for chunk in self._chunks(resp, url, deadline):
                     got += len(chunk)
                     if got > length:
                         raise EndlessData(f"{url}: more than the signed {length} bytes")
@@ -243,9 +254,14 @@ class HttpFetcher(FetcherInterface):
                 raise ArbitrarySoftware(f"{name}: {exc}") from exc
 
     # -- plumbing ---------------------------------------------------------------------
-    def _open(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    def _open(self, url: str, headers: dict[str, str], deadline: float | None = None
+              ) -> urllib3.BaseHTTPResponse:
         lim = self.limits
-        timeout = urllib3.Timeout(connect=lim.connect_timeout_s, read=lim.speed_window_s)
+        connect, read = lim.connect_timeout_s, lim.speed_window_s
+        if deadline is not None:
+            left = self._left(url, deadline)
+            connect, read = min(connect, left), min(read, left)
+        timeout = urllib3.Timeout(connect=connect, read=read)
         try:
             resp = self.pool.request("GET", url, headers=headers, preload_content=False,
                                      timeout=timeout, retries=False, redirect=False)
@@ -262,7 +278,8 @@ class HttpFetcher(FetcherInterface):
             raise DownloadFailed(f"{url}: HTTP {resp.status}")
         return resp
 
-    def _chunks(self, resp: urllib3.BaseHTTPResponse, url: str) -> Iterator[bytes]:
+    def _chunks(self, resp: urllib3.BaseHTTPResponse, url: str,
+                deadline: float | None = None) -> Iterator[bytes]:
         floor = SpeedFloor(self.limits.min_speed_bytes_s, self.limits.speed_window_s,
                            self.clock)
         try:
@@ -273,6 +290,8 @@ class HttpFetcher(FetcherInterface):
                 if not chunk:
                     return
                 floor.add(len(chunk), url)
+                if deadline is not None:
+                    self._left(url, deadline)
                 yield chunk
         except urllib3.exceptions.ReadTimeoutError as exc:
             raise SlowRetrieval(f"{url}: nothing received for "
@@ -282,17 +301,36 @@ class HttpFetcher(FetcherInterface):
         finally:
             resp.release_conn()
 
-    def _with_retries(self, url: str, attempt: Callable[[], object]) -> object:
+    def _left(self, url: str, deadline: float) -> float:
+        """Seconds left of the transfer's total budget; ``SlowRetrieval`` when none."""
+        left = deadline - self.clock()
+        if left <= 0:
+            raise SlowRetrieval(f"{url}: not done within its total time budget")
+        return left
+
+    def _with_retries(self, url: str, attempt: Callable[[float], object],
+                      budget_s: float) -> object:
+        """``attempt(deadline)`` until it succeeds, at most ``retries`` more times, all of
+        it (pauses included) within ``budget_s`` seconds."""
         lim = self.limits
+        deadline = self.clock() + budget_s
         last: UpdateRejected | None = None
         for n in range(lim.retries + 1):
             if n:
                 pause = min(lim.backoff_max_s, lim.backoff_s * 2 ** (n - 1))
+                if self.clock() + pause >= deadline:
+                    raise SlowRetrieval(f"{url}: not done within its total time budget of "
+                                        f"{budget_s:.1f} s after {n} attempt(s); last: "
+                                        f"{last}") from last
                 log.info("retry %d/%d of %s in %.2f s: %s", n, lim.retries, url, pause, last)
                 self.sleep(pause)
             try:
-                return attempt()
+                return attempt(deadline)
             except (SlowRetrieval, DownloadFailed) as exc:
                 last = exc
+                if self.clock() >= deadline:
+                    raise SlowRetrieval(f"{url}: not done within its total time budget of "
+                                        f"{budget_s:.1f} s after {n + 1} attempt(s); last: "
+                                        f"{exc}") from exc
         assert last is not None
         raise last

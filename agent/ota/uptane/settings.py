@@ -37,6 +37,10 @@ class UptaneConfig:
     # window of speed_window_s seconds aborts the transfer.
     min_speed_bytes_s: float = 1024.0
     speed_window_s: float = 30.0
+    # Total budget per transfer (image or metadata file): transfer_allowance_s +
+    # length / min_average_bytes_s, over all attempts and pauses (slow retrieval).
+    min_average_bytes_s: float = 16 * 1024.0
+    transfer_allowance_s: float = 120.0
     connect_timeout_s: float = 10.0
     retries: int = 4                      # retries after a failed attempt, per file
     backoff_s: float = 1.0                # first pause, doubled each retry
@@ -76,9 +80,12 @@ def check_uptane(cfg: UptaneConfig, file: str | Path, problems: Problems,
         if getattr(cfg, key) <= 0:
             problems.add(file, f"{path}.{key}", "must be > 0")
     for key in ("min_speed_bytes_s", "speed_window_s", "connect_timeout_s", "backoff_s",
-                "backoff_max_s"):
+                "backoff_max_s", "transfer_allowance_s"):
         if getattr(cfg, key) < 0:
             problems.add(file, f"{path}.{key}", "must be >= 0")
+    if cfg.min_average_bytes_s <= 0:
+        problems.add(file, f"{path}.min_average_bytes_s",
+                     "must be > 0 (it sets every transfer's total time budget)")
     if not 0 < cfg.max_time_step_days <= 3650:
         problems.add(file, f"{path}.max_time_step_days", "must be > 0 and <= 3650")
     if cfg.speed_window_s == 0:
