@@ -161,6 +161,11 @@ class MosquittoBroker:
             f"user {getpass.getuser()}",
             "persistence true",
             f"persistence_location {data}/",
+            # Save sessions and queued messages after every change, not every 30 min: a
+            # crash (power cut, OOM kill) then loses the last moments only, and those the
+            # backend gets again through records.resend.
+            "autosave_on_changes true",
+            "autosave_interval 1",
             "max_queued_messages 0",
             "max_inflight_messages 20",
             f"log_dest file {self.log_path}",
@@ -239,6 +244,16 @@ class MosquittoBroker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def kill(self) -> None:
+        """Crash (SIGKILL): nothing is saved beyond the last autosave."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait()
         if proc.stderr:
             proc.stderr.close()
 

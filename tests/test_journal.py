@@ -68,7 +68,7 @@ def test_next_batch_is_lane_then_seq_and_ack_deletes(state) -> None:
     assert [p.id for p in batch] == [r["id"] for r in expected]
     assert [p.lane for p in batch] == [0, 0, 1, 2, 2, 3, 4, 4, 4]
     assert json.loads(batch[0].payload) == expected[0]
-    assert journal.depth() == {0: 2, 1: 1, 2: 2, 3: 1, 4: 3}
+    assert journal.depth() == {0: 2, 1: 1, 2: 2, 3: 1, 4: 3, 5: 0}
     assert journal.bytes_used() == sum(len(p.payload) for p in batch)
 
     first_two = [batch[0].id, batch[1].id]
@@ -77,7 +77,7 @@ def test_next_batch_is_lane_then_seq_and_ack_deletes(state) -> None:
     assert journal.ack(batch[0].id) is False            # idempotent
     assert journal.ack_many([p.id for p in batch[1:4]]) == 3
     assert [p.id for p in journal.next_batch(100)] == [p.id for p in batch[4:]]
-    assert journal.depth() == {0: 0, 1: 0, 2: 1, 3: 1, 4: 3}
+    assert journal.depth() == {0: 0, 1: 0, 2: 1, 3: 1, 4: 3, 5: 0}
 
 
 def test_store_outside_a_transaction_is_refused(state) -> None:
@@ -198,7 +198,7 @@ def test_damaged_pages_are_found_by_quick_check(state, tmp_path: Path) -> None:
     assert info is not None and info.size == len(blob)
     assert sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name) == \
         sorted(p.name for p in info.moved)
-    assert Journal(fresh).depth() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
+    assert Journal(fresh).depth() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0}
     fresh.close()
 
 

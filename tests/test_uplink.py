@@ -121,7 +121,7 @@ def test_records_arrive_in_lane_then_seq_order_with_properties(
                                              ensure_ascii=False).encode()
         assert_valid_record(message.json())
     assert_complete(vehicle, got)
-    assert vehicle.journal.depth() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
+    assert vehicle.journal.depth() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0}
     assert uplink.acked == len(vehicle.records) and uplink.connects == 1
 
 
@@ -151,7 +151,7 @@ def test_nothing_leaves_the_outbox_without_a_puback(
     uplink.start()
     try:
         assert wait_until(lambda: uplink.connect_failures >= 3)
-        assert vehicle.journal.depth() == {0: 4, 1: 4, 2: 8, 3: 4, 4: 12}
+        assert vehicle.journal.depth() == {0: 4, 1: 4, 2: 8, 3: 4, 4: 12, 5: 0}
     finally:
         uplink.stop()
 
@@ -217,7 +217,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_lane_order(
             first_seen.append(record)
     assert [r["id"] for r in first_seen] == \
         [r["id"] for r in sorted(during, key=lambda r: (lane_of(r["type"]), r["seq"]))]
-    assert vehicle.journal.depth() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
+    assert vehicle.journal.depth() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0}
 
 
 def test_status_online_then_offline_retained_on_clean_stop(

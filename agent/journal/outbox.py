@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,8 +48,11 @@ from agent.journal.statedb import StateDB
 
 log = logging.getLogger(__name__)
 
-LANES = (0, 1, 2, 3, 4)
-EVICTABLE = (4, 3, 2)               # lowest priority first; lanes 0-1 are never evicted
+RESEND_LANE = 5                     # archived records asked for again: after all live data
+LANES = (0, 1, 2, 3, 4, RESEND_LANE)
+EVICTABLE = (RESEND_LANE, 4, 3, 2)  # lowest priority first; lanes 0-1 are never evicted
+ACCIDENT_KEEP_S = 72 * 3600.0       # archive: past the 24 h / 48 h report deadlines
+MAX_RESEND = 10_000                 # records one records.resend may queue
 EVICTIONS_KEY = "journal.evictions"
 MAX_RANGES = 500                    # seq ranges kept in one eviction tally
 
@@ -72,7 +76,15 @@ SCHEMA = (
         count INTEGER NOT NULL,
         bytes INTEGER NOT NULL)""",
     """INSERT OR IGNORE INTO outbox_lane(lane, count, bytes)
-        VALUES (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0)""",
+        VALUES (0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0), (5, 0, 0)""",
+    """CREATE TABLE IF NOT EXISTS sent (
+        seq      INTEGER PRIMARY KEY,
+        id       TEXT NOT NULL,
+        type     TEXT NOT NULL,
+        schema   TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        payload  BLOB NOT NULL,
+        acked_at REAL NOT NULL)""",
     """CREATE TRIGGER IF NOT EXISTS outbox_in AFTER INSERT ON outbox BEGIN
         UPDATE outbox_lane SET count = count + 1, bytes = bytes + NEW.size
         WHERE lane = NEW.lane;
@@ -162,6 +174,7 @@ class Journal:
         # What take_evictions() handed out in the transaction not yet known to be
         # committed: given back by hold() when that commit fails.
         self._taken: dict[str, int] | None = None
+        self._prune_at = 0.0
         self.reserve = Reserve(db.path.with_name("journal.reserve") if db.path else None,
                                int(self.config.reserve_mb * 1024 * 1024))
         self.reserve.take()
@@ -241,12 +254,62 @@ class Journal:
         """Delete an acknowledged record; acknowledging twice (or after eviction) is harmless."""
         return self.ack_many([record_id]) == 1
 
-    def ack_many(self, ids: Sequence[str]) -> int:
+    def ack_many(self, ids: Sequence[str], now: float | None = None) -> int:
+        """Move acknowledged records from the outbox into the archive of sent records."""
         if not ids:
             return 0
+        now = time.time() if now is None else now
+        keys = [(i,) for i in ids]
         with self.db.transaction() as conn:
-            cursor = conn.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
-            return cursor.rowcount
+            conn.executemany(
+                "INSERT OR REPLACE INTO sent(seq, id, type, schema, size, payload, acked_at) "
+                f"SELECT seq, id, type, schema, size, payload, {now!r} FROM outbox "
+                "WHERE id=?", keys)
+            cursor = conn.executemany("DELETE FROM outbox WHERE id=?", keys)
+            gone = cursor.rowcount
+            if now >= self._prune_at:
+                self._prune_archive(conn, now)
+            return gone
+
+    def _prune_archive(self, conn: sqlite3.Connection, now: float) -> None:
+        """Keep the archive within its age and size; accidents until their window closed."""
+        self._prune_at = now + 10.0
+        keep_accidents = now - ACCIDENT_KEEP_S
+        conn.execute("DELETE FROM sent WHERE acked_at < ? AND (type NOT LIKE 'accident.%' "
+                     "OR acked_at < ?)", (now - self.config.archive_days * 86400.0,
+                                          keep_accidents))
+        over = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]) \
+            - int(self.config.archive_mb * 1024 * 1024)
+        while over > 0:
+            rows = conn.execute(
+                "SELECT seq, size FROM sent WHERE type NOT LIKE 'accident.%' OR acked_at < ? "
+                "ORDER BY seq LIMIT 256", (keep_accidents,)).fetchall()
+            if not rows:
+                return
+            chosen = []
+            for seq, size in rows:
+                chosen.append((seq,))
+                over -= size
+                if over <= 0:
+                    break
+            conn.executemany("DELETE FROM sent WHERE seq=?", chosen)
+
+    def resend(self, first: int, last: int) -> tuple[int, list[list[int]]]:
+        """Queue archived records ``first..last`` again, in the resend lane (after all live
+        data). Returns how many were queued and the seq ranges the archive no longer has
+        (nor the outbox: those are on their way anyway)."""
+        last = min(last, first + MAX_RESEND - 1)
+        with self.db.transaction() as conn:
+            queued = conn.execute(
+                "INSERT OR IGNORE INTO outbox(id, lane, seq, type, schema, size, payload) "
+                f"SELECT id, {RESEND_LANE}, seq, type, schema, size, payload FROM sent "
+                "WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)).rowcount
+            have = {r[0] for r in conn.execute(
+                "SELECT seq FROM sent WHERE seq BETWEEN ? AND ? UNION "
+                "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ?",
+                (first, last, first, last))}
+        missing = [s for s in range(first, last + 1) if s not in have]
+        return queued, _merge_ranges([], missing)
 
     def depth(self) -> dict[int, int]:
         """Records waiting per lane."""
@@ -340,7 +403,8 @@ class Journal:
                     if need <= 0:
                         break
                 conn.executemany("DELETE FROM outbox WHERE id=?", [(r[0],) for r in chosen])
-                self._tally(conn, chosen)
+                if victim_lane != RESEND_LANE:  # copies: the archive still has them
+                    self._tally(conn, chosen)
             if need <= 0:
                 return True
         if lane >= 2:

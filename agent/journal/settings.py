@@ -19,3 +19,8 @@ class JournalConfig:
     # accident lanes: on a full disk it is released so accident records still become
     # durable, and taken again once space returns. 0 = no reserve.
     reserve_mb: float = 2.0
+    # Records the broker acknowledged stay in an archive for re-sending on request
+    # (``records.resend``: the backend lost them, e.g. a broker crash): bounded by size and
+    # age; accident records are kept at least until their report window has closed.
+    archive_mb: float = 16.0
+    archive_days: float = 7.0

@@ -104,6 +104,7 @@ class Service:
         self.gate = CommandGate.from_config(cfg.commands, self.db, cfg.vehicle.vin,
                                             resolve=cfg.resolve)
         self.gate.register("report.period", self._cmd_report_period)
+        self.gate.register("records.resend", self._cmd_records_resend)
         self.gate.register("config.get", self._cmd_config_get)
         self.uplink = Uplink(resolved, cfg.vehicle.vin, self.db_path,
                              on_command=lambda name, payload: self.commands.put((name, payload)),
@@ -194,6 +195,21 @@ class Service:
         self.recorder.record("stats.period", {**data, "on_request": True, "status": status},
                              time.monotonic())
         return period_report(period, self.cfg.vehicle.vin, data, status, source)
+
+    def _cmd_records_resend(self, command: Any) -> dict[str, Any]:
+        """The backend lost records (a broker crash): send ``from_seq..to_seq`` again from
+        the archive of sent records, behind all live data, on the ``resent`` topics."""
+        from agent.uplink.commands import CommandFailed
+
+        first, last = command.args.get("from_seq"), command.args.get("to_seq")
+        if not (isinstance(first, int) and isinstance(last, int)
+                and not isinstance(first, bool) and not isinstance(last, bool)
+                and 1 <= first <= last):
+            raise CommandFailed("from_seq and to_seq: integers, 1 <= from_seq <= to_seq")
+        queued, missing = self.journal.resend(first, last)
+        if self.uplink is not None:
+            self.uplink.notify()
+        return {"from_seq": first, "to_seq": last, "queued": queued, "not_kept": missing}
 
     def _cmd_config_get(self, command: Any) -> dict[str, Any]:
         return masked_config(self.cfg)

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.journal.outbox import Journal
+from agent.journal.outbox import RESEND_LANE, Journal
 from agent.journal.settings import JournalConfig
 from agent.journal.statedb import StateDB
 from agent.uplink import topics
@@ -384,13 +384,15 @@ class Uplink:
             self._idle.set()
             return
         for item in batch:
+            again = item.lane == RESEND_LANE
             props = None
             if self._v5:
                 props = Properties(PacketTypes.PUBLISH)
-                props.UserProperty = [("schema", item.schema), ("id", item.id)]
+                props.UserProperty = [("schema", item.schema), ("id", item.id)] + \
+                    ([("resent", "1")] if again else [])
                 props.ContentType = "application/json"
-            info = session.client.publish(topics.events(self.vin, item.type), item.payload,
-                                          qos=1, properties=props)
+            topic = (topics.resent if again else topics.events)(self.vin, item.type)
+            info = session.client.publish(topic, item.payload, qos=1, properties=props)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self.last_error = f"publish: {mqtt.error_string(info.rc)}"
                 break

@@ -42,7 +42,7 @@ from agent.uplink.settings import CommandsConfig
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("report.period", "ecu.inventory", "config.get", "ota.campaign")
+COMMANDS = ("report.period", "ecu.inventory", "config.get", "ota.campaign", "records.resend")
 REASONS = ("malformed", "unsigned", "bad_signature", "wrong_vin", "unknown", "expired",
            "replayed")
 MAX_PAYLOAD = 64 * 1024

@@ -10,6 +10,12 @@ def events(vin: str, type_: str) -> str:
     return f"{ROOT}/{vin}/events/{type_}"
 
 
+def resent(vin: str, type_: str) -> str:
+    """Where a record goes again when the backend asked for it (``records.resend``): the
+    same signed record, marked re-sent by its topic (as 补发 data of GB/T 32960)."""
+    return f"{ROOT}/{vin}/resent/{type_}"
+
+
 def status(vin: str) -> str:
     """Retained ``online`` / ``offline`` (the last will)."""
     return f"{ROOT}/{vin}/status"

@@ -19,6 +19,7 @@ from agent.records.keys import KeyFileError
 from hil.backend.broker import BrokerConfig, BrokerSetupError
 from hil.backend.receiver import DEFAULT_GROUP, DEFAULT_SESSION_EXPIRY, Backend
 from hil.backend.report import format_summaries, summaries_json
+from hil.backend.sender import load_backend_key
 from hil.backend.store import BackendStore
 
 
@@ -63,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop after S seconds without a record (after the first connection)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-summary", action="store_true", help="no summary on exit")
+    p.add_argument("--resend-key", type=Path, metavar="KEY",
+                   help="backend signing key (Ed25519 PEM): gaps that stay open are asked "
+                        "for again with a signed records.resend")
+    p.add_argument("--gap-wait", type=float, default=5.0, metavar="S",
+                   help="seconds a gap must stay open before it is asked for (default 5)")
     p.set_defaults(func=receive_cmd)
     bsub = p.add_subparsers(dest="backend_command", metavar="SUBCOMMAND")
 
@@ -112,9 +118,11 @@ def receive_cmd(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             return _error(f"--{name.replace('_', '-')} must be > 0")
     try:
+        resend_key = load_backend_key(args.resend_key) if args.resend_key else None
         backend = Backend(_broker(args, args.key), args.db, args.vehicle_keys,
                           group=args.group, live=sys.stdout if args.live else None,
-                          persistent=args.session_expiry > 0)
+                          persistent=args.session_expiry > 0, resend_key=resend_key,
+                          gap_wait_s=args.gap_wait)
     except KeyFileError as exc:
         return _error(str(exc))
     stop = threading.Event()

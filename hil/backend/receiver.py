@@ -60,9 +60,9 @@ def default_client_id(db: Path) -> str:
 
 def subscriptions(group: str) -> list[str]:
     """Topic filters of one backend; an empty ``group`` subscribes to every record."""
-    events = f"{topics.ROOT}/+/events/#"
-    return [f"$share/{group}/{events}" if group else events,
-            f"{topics.ROOT}/+/status", f"{topics.ROOT}/+/responses/#"]
+    records = [f"{topics.ROOT}/+/events/#", f"{topics.ROOT}/+/resent/#"]
+    return [f"$share/{group}/{t}" if group else t for t in records] + \
+        [f"{topics.ROOT}/+/status", f"{topics.ROOT}/+/responses/#"]
 
 
 @dataclass
@@ -78,6 +78,8 @@ class Counters:
     statuses: int = 0
     responses: int = 0
     errors: int = 0             # unexpected failures while handling a message
+    resent: int = 0             # records that came again on a resent topic
+    resend_requests: int = 0    # signed records.resend commands sent for gaps
     connects: int = 0
     disconnects: int = 0
 
@@ -111,7 +113,8 @@ class Backend:
     def __init__(self, broker: BrokerConfig, db: str | Path | BackendStore,
                  keys: VehicleKeys | str | Path | Mapping[str, Ed25519PublicKey], *,
                  group: str = DEFAULT_GROUP, live: TextIO | None = None,
-                 persistent: bool = True):
+                 persistent: bool = True, resend_key: Ed25519PrivateKey | None = None,
+                 gap_wait_s: float = 5.0):
         if isinstance(keys, VehicleKeys):
             self.keys = keys
         elif isinstance(keys, Mapping):
@@ -133,6 +136,14 @@ class Backend:
         self._connected = False
         self._waiters: dict[str, list[Any]] = {}  # nonce -> [response or None]
         self._client: mqtt.Client | None = None
+        # Gaps that outlive gap_wait_s (not just lanes overtaking each other in flight)
+        # are asked for again with a signed records.resend, when a key is given.
+        self.resend_key = resend_key
+        self.gap_wait_s = gap_wait_s
+        self._gaps_seen: dict[tuple[str, int, int], float] = {}
+        self._gaps_asked: dict[tuple[str, int, int], float] = {}
+        self._gap_stop = threading.Event()
+        self._gap_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -149,12 +160,21 @@ class Backend:
             self._client = client
             client.connect_async(**self.broker.connect_kwargs())
             client.loop_start()
+        if self.resend_key is not None and self._gap_thread is None:
+            self._gap_stop.clear()
+            self._gap_thread = threading.Thread(target=self._watch_gaps, daemon=True,
+                                                name="backend-gaps")
+            self._gap_thread.start()
         if timeout is None:
             return self.subscribed
         return self.wait(lambda: self._subscribed, timeout)
 
     def stop(self) -> None:
         """Disconnect; the store stays open for summaries (``close`` closes both)."""
+        self._gap_stop.set()
+        if self._gap_thread is not None:
+            self._gap_thread.join(5.0)
+            self._gap_thread = None
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()
@@ -268,9 +288,11 @@ class Backend:
         if len(parts) < 3 or parts[0] != topics.ROOT:
             return "ignored"
         vin, kind = parts[1], parts[2]
-        if kind == "events" and len(parts) >= 4:
+        if kind in ("events", "resent") and len(parts) >= 4:
             self.last_message = time.monotonic()
             self.counters.messages += 1
+            if kind == "resent":
+                self.counters.resent += 1
             return self._record(topic, vin, "/".join(parts[3:]), payload, at)
         if kind == "status" and len(parts) == 3:
             return self._status(vin, payload, at)
@@ -346,6 +368,45 @@ class Backend:
             self.live = None
 
     # -- commands over this backend's connection ---------------------------------------
+
+    # -- gaps: ask the vehicle to send again -------------------------------------------
+
+    def _watch_gaps(self) -> None:
+        while not self._gap_stop.wait(min(1.0, self.gap_wait_s)):
+            try:
+                self.request_gaps()
+            except Exception:   # a store or broker hiccup: try again next round
+                log.exception("backend: gap check failed")
+
+    def request_gaps(self, now: float | None = None) -> int:
+        """Send ``records.resend`` for every unexplained gap seen for at least gap_wait_s
+        (again after 4 x gap_wait_s if it stays open); returns how many were sent."""
+        now = time.monotonic() if now is None else now
+        client = self._client
+        if self.resend_key is None or client is None or not self._subscribed:
+            return 0
+        sent = 0
+        current = set()
+        for summary in self.store.summaries():
+            for first, last in summary.gaps:
+                key = (summary.vin, first, last)
+                current.add(key)
+                seen = self._gaps_seen.setdefault(key, now)
+                if now - seen < self.gap_wait_s or \
+                        now - self._gaps_asked.get(key, -1e18) < 4 * self.gap_wait_s:
+                    continue
+                self._gaps_asked[key] = now
+                payload = sign_command(self.resend_key, summary.vin, "records.resend",
+                                       {"from_seq": first, "to_seq": last})
+                client.publish(topics.command(summary.vin, "records.resend"), payload, qos=1)
+                self.counters.resend_requests += 1
+                sent += 1
+                log.info("backend: %s seq %d..%d missing; asked the vehicle to send again",
+                         summary.vin, first, last)
+        for key in set(self._gaps_seen) - current:
+            self._gaps_seen.pop(key, None)
+            self._gaps_asked.pop(key, None)
+        return sent
 
     def send_command(self, private_key: Ed25519PrivateKey, vin: str, cmd: str,
                      args: Mapping[str, Any] | None = None, *, timeout: float = 10.0,
