@@ -103,6 +103,12 @@ def verified_chain(records: list[dict[str, Any]], key: Path) -> list[dict[str, A
 
 def test_end_to_end_replay_agent_broker(tmp_path: Path, mqtt_broker: Any, mqtt_pki: Any
                                         ) -> None:
+    """The bench drive through the real agent process and Mosquitto: every record arrives,
+    in one verified chain without a gap.
+
+    It takes about a minute because the 45 s bench drive is replayed at real speed: the
+    agent times its monitors on receive time, so a faster replay would change the drive
+    it sees."""
     group = multicast_group()
     cert = mqtt_pki.client(VIN)
     cfg = write_config(tmp_path, group, uplink_section(mqtt_broker, cert))
@@ -138,6 +144,12 @@ def test_end_to_end_replay_agent_broker(tmp_path: Path, mqtt_broker: Any, mqtt_p
 
 def test_broker_outage_loses_nothing_and_keeps_lane_order(tmp_path: Path, mqtt_broker: Any,
                                                           mqtt_pki: Any) -> None:
+    """The whole drive while the broker is down: nothing is lost, and the backlog goes out
+    lane first once it is back.
+
+    It takes about a minute because the 45 s bench drive is replayed at real speed: the
+    agent times its monitors on receive time, so a faster replay would change the drive
+    it sees."""
     group = multicast_group()
     cfg = write_config(tmp_path, group, uplink_section(mqtt_broker, mqtt_pki.client(VIN)))
     trace = make_trace(tmp_path)
@@ -207,7 +219,11 @@ def test_sigkill_while_publishing_loses_nothing(tmp_path: Path, mqtt_broker: Any
 def test_bench_backend_verifies_everything_and_commands_round_trip(
         tmp_path: Path, mqtt_broker: Any, mqtt_pki: Any) -> None:
     """Scenario replay -> icv-agent run -> broker -> bench backend: every record verified,
-    chain intact, no gap, lane order kept; signed commands answered, forged ones refused."""
+    chain intact, no gap, lane order kept; signed commands answered, forged ones refused.
+
+    It takes about a minute because the 45 s bench drive is replayed at real speed: the
+    agent times its monitors on receive time, so a faster replay would change the drive
+    it sees."""
     from hil.backend import Backend, BrokerConfig, keygen, load_backend_key
 
     group = multicast_group()
