@@ -14,6 +14,7 @@ import sys
 
 FAMILIES = [
     "agent.ingest.cli",      # check-config, analyze
+    "agent.ingest.skeleton", # mapping skeleton
     "agent.records.cli",     # keys, verify
     "agent.service.cli",     # run
     "agent.reports.cli",     # report period, report accident

@@ -41,7 +41,7 @@ class MessageState:
         self.last: int | None = None
         self.seen: float | None = None
         self.stale = False
-        self.decode = plan.message.decode
+        self.decode = plan.codec.decode
 
 
 class DecoderCounters:

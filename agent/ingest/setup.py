@@ -6,6 +6,7 @@ trusts its plan.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,9 @@ class MessagePlan:
     bindings: list[Binding]
     timeout: float
     cycle_s: float | None
+    # What is decoded: the message with its mapped signals only (and their multiplexor),
+    # so signals the agent does not read cannot break a decode (real DBCs overlap some).
+    codec: Any = None
     # Multiplexed message: (multiplexor value bits, mask of the mapped bits of that value)
     # per mapped multiplexor value, and the multiplexor's own mask (kernel BCM filters).
     mux_filters: list[tuple[int, int]] = field(default_factory=list)
@@ -93,7 +97,40 @@ def load_bus(cfg: AgentConfig, bus: BusConfig, key: str, problems: Problems) -> 
         return None
     setup = BusSetup(bus, dbs, mapping, warnings=warnings)
     _plan(setup, map_path, problems)
+    _test_decode(setup, map_path, problems)
+    unlisted = sorted(set(CATALOGUE) - setup.canonical - set(mapping.mapping.lacks))
+    if unlisted:
+        setup.warnings.append(
+            f"{map_path}: {len(unlisted)} canonical signal(s) neither mapped nor listed "
+            f"under [mapping.lacks]: {', '.join(unlisted)}")
     return setup
+
+
+TEST_PAYLOADS = 8   # random payloads per mapped message (besides all-zero)
+
+
+def _test_decode(setup: BusSetup, file: Path, problems: Problems) -> None:
+    """Decode every mapped message once with an all-zero and with random payloads (each
+    mapped multiplexor value): a message cantools cannot decode at all would silently
+    never deliver its signals at run time."""
+    rng = random.Random(0)
+    entries = {e.message: i for i, e in reversed(list(enumerate(setup.mapping.signal)))}
+    for plan in setup.plans.values():
+        msg, n = plan.message, plan.length
+        patterns = [(0, 0)] + (plan.mux_filters or [(0, 0)]) * TEST_PAYLOADS
+        failures: list[str] = []
+        for i, (value, _mask) in enumerate(patterns):
+            raw = 0 if i == 0 else rng.getrandbits(8 * n)
+            if plan.mux_filters:
+                raw = (raw & ~plan.mux_mask) | value
+            try:
+                plan.codec.decode(raw.to_bytes(n, "big") if n else b"", decode_choices=False)
+            except Exception as exc:  # cantools raises assorted errors
+                failures.append(str(exc) or type(exc).__name__)
+        if len(failures) == len(patterns):
+            problems.add(file, f"signal[{entries.get(msg.name, 0)}].message",
+                         f"message {msg.name} (0x{msg.frame_id:X}) cannot be decoded with "
+                         f"this DBC ({failures[0]}): its signals would never arrive")
 
 
 def _find_message(dbs: list[Any], name: str) -> Any | None:
@@ -141,9 +178,24 @@ def _plan(setup: BusSetup, file: Path, problems: Problems) -> None:
         timeout = max(timeouts) if timeouts else (3 * cycle if cycle else DEFAULT_TIMEOUT_S)
         timeout = max(timeout, setup.config.min_timeout_s)
         plan = MessagePlan(msg, msg.length, mask_of(sigs, msg.length), bindings, timeout,
-                           cycle)
+                           cycle, codec=_mapped_only(msg, sigs))
         plan.mux_filters, plan.mux_mask = _mux_filters(msg, sigs)
         setup.plans[k] = plan
+
+
+def _mapped_only(msg: Any, sigs: list[Any]) -> Any:
+    """A cantools message of ``msg`` holding only ``sigs`` (mapped ones, multiplexors)."""
+    from cantools.database.can import Message
+
+    keep = list({id(sg): sg for sg in sigs}.values())
+    if len(keep) == len(msg.signals):
+        return msg
+    try:
+        return Message(msg.frame_id, msg.name, msg.length, keep,
+                       is_extended_frame=msg.is_extended_frame, is_fd=msg.is_fd,
+                       strict=False)
+    except Exception:  # cantools refused the subset: decode the whole message as before
+        return msg
 
 
 MAX_MUX_VALUES = 255   # a BCM multiplex op holds 256 frames, the multiplexor mask first
