@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="agent config whose buses, DBCs and mappings encode the trace")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="trace file; format by suffix (.log candump, .asc, .blf)")
+    p.add_argument("--lenient", action="store_true",
+                   help="write the trace even where it cannot be what the scenario says (a "
+                        "step after duration, a signal the config lacks, an enum value its "
+                        "mapping cannot express, a number beyond the DBC range), with a "
+                        "warning for each; default: exit 2")
     p.set_defaults(func=scenario_cmd)
 
     p = sub.add_parser("replay", help="replay a trace onto a CAN bus in real time")
@@ -42,9 +47,11 @@ def scenario_cmd(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     problems = check_scenario(cfg, sc, args.scenario)
-    if problems:
+    if problems and not args.lenient:
         print(ConfigError(problems), file=sys.stderr)
         return 2
+    for line in problems.lines():
+        print(f"warning: {line}", file=sys.stderr)
     try:
         n = generate(cfg, sc, args.output)
     except GenerateError as exc:

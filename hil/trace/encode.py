@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.ingest.mapping import Binding
 from agent.ingest.setup import BusSetup, MessagePlan
-from agent.signals import CATALOGUE
+from agent.signals import CATALOGUE, FLOAT
 
 COUNTER = re.compile(r"(alive|alv|counter|_cnt|rollingcounter|rc$|rc_|msgcntr)", re.I)
 DEFAULT_CYCLE_S = 0.1
@@ -81,6 +81,16 @@ class TraceEncoder:
         for plan in setup.plans.values():
             for b in plan.bindings:
                 self.ranks[b.canonical] = max(self.ranks.get(b.canonical, 0), b.rank + 1)
+        # enum/bool/int signals: their sources are settled together (see _resolve_sources)
+        self._discrete = {c for c in self.ranks if CATALOGUE[c].kind != FLOAT}
+        self._settled: dict[tuple[tuple[str, str], ...], dict[tuple[str, str], int]] = {}
+        self._groups: list[tuple[Any, list[Binding]]] = []     # (DBC signal, its bindings)
+        for plan in setup.plans.values():
+            by_signal: dict[str, list[Binding]] = {}
+            for b in plan.bindings:
+                by_signal.setdefault(b.dbc_signal, []).append(b)
+            self._groups += [(plan.message.get_signal_by_name(name), bs)
+                             for name, bs in by_signal.items()]
         for plan in setup.plans.values():
             msg = plan.message
             enc = MessageEncoder(plan, plan.cycle_s or DEFAULT_CYCLE_S)
@@ -207,7 +217,76 @@ class TraceEncoder:
         return out
 
     def _resolve_sources(self, wanted: dict[str, Any]) -> dict[tuple[str, str], int]:
-        """For each wanted canonical value, the highest-priority source able to show it."""
+        """For each wanted canonical value, the highest-priority source able to show it;
+        then, for the enum/bool/int values together, a lower-priority source where the first
+        choice of one signal hides another (MG: the TJA state showing State ACTIVE also
+        shows Function LCC, so ACC active must come from the radar's frame). Settled once
+        per discrete state."""
+        result = self._first_sources(wanted)
+        key = tuple(sorted((c, repr(wanted[c])) for c in self._discrete
+                           if wanted.get(c) is not None))
+        settled = self._settled.get(key)
+        if settled is None:
+            settled = self._settled[key] = self._settle(result, wanted)
+        result.update(settled)
+        return result
+
+    def _settle(self, sources: dict[tuple[str, str], int], wanted: dict[str, Any]
+                ) -> dict[tuple[str, str], int]:
+        """Greedy: move one discrete value to another source while that shows more of the
+        discrete values as wanted; the discrete part of the sources."""
+        wants = {c: wanted[c] for c in self._discrete if wanted.get(c) is not None}
+        current = dict(sources)
+        bad = self._mismatches(current, wanted, wants)
+        for _ in range(8):
+            if not bad:
+                break
+            best: tuple[int, dict[tuple[str, str], int]] | None = None
+            for c, w in wants.items():
+                k = (c, repr(w))
+                if k not in current:
+                    continue
+                for r in self._ranks_showing(c, w):
+                    if r == current[k]:
+                        continue
+                    trial = {**current, k: r}
+                    n = self._mismatches(trial, wanted, wants)
+                    if n < (bad if best is None else best[0]):
+                        best = (n, trial)
+            if best is None:
+                break
+            bad, current = best
+        return {k: r for k, r in current.items() if k[0] in self._discrete}
+
+    def _ranks_showing(self, canonical: str, want: Any) -> list[int]:
+        return sorted({b.rank for sig, bs in self._groups for b in bs
+                       if b.canonical == canonical and self._can_show(b, sig, want)})
+
+    def _mismatches(self, sources: dict[tuple[str, str], int], wanted: dict[str, Any],
+                    wants: dict[str, Any]) -> int:
+        """How many of ``wants`` a receiver would not see with these sources."""
+        saved, self._sources = self._sources, sources
+        try:
+            shown = self._decode(wanted, {c for c in wants})
+        finally:
+            self._sources = saved
+        return sum(1 for c, w in wants.items() if shown.get(c) != w)
+
+    def _decode(self, wanted: dict[str, Any], names: set[str] | None = None
+                ) -> dict[str, Any]:
+        """The canonical values (of ``names``, default all) decoded from what ``_choose``
+        puts in each DBC signal; the first known source wins as in ``VehicleState``."""
+        by_rank: dict[str, dict[int, Any]] = {}
+        for sig, bindings in self._groups:
+            if names is not None and not any(b.canonical in names for b in bindings):
+                continue
+            phys = self._choose(bindings, sig, wanted)
+            for b in bindings:
+                by_rank.setdefault(b.canonical, {})[b.rank] = b.convert(phys)
+        return {c: next((v for _, v in sorted(ranks.items()) if v is not None), None)
+                for c, ranks in by_rank.items()}
+
+    def _first_sources(self, wanted: dict[str, Any]) -> dict[tuple[str, str], int]:
         result: dict[tuple[str, str], int] = {}
         for enc in self.messages:
             msg = enc.plan.message
@@ -222,6 +301,31 @@ class TraceEncoder:
                 if self._can_show(b, sig, want):
                     result[key] = b.rank
         return result
+
+    def shown(self, wanted: dict[str, Any]) -> dict[str, Any]:
+        """What a receiver decodes from this bus's frames for ``wanted``: the physical value
+        ``frames`` would choose for every mapped DBC signal, through every binding, the
+        first known source winning as in ``VehicleState``. Tells a scenario what the
+        mapping cannot express before the trace silently carries something else."""
+        self._sources = self._resolve_sources(wanted)
+        return self._decode(wanted)
+
+    def expressible(self, canonical: str) -> list[Any]:
+        """The values of an enum/bool/int canonical signal this bus's mapping can carry (the
+        first 256 raw values of each source), for messages."""
+        out: list[Any] = []
+        for plan in self.setup.plans.values():
+            for b in plan.bindings:
+                if b.canonical != canonical:
+                    continue
+                sig = plan.message.get_signal_by_name(b.dbc_signal)
+                raws = [int(k) for k in sig.choices] if sig.choices else range(
+                    min((1 << sig.length) - 1, 255) + 1)
+                for r in raws:
+                    v = b.convert(r * sig.scale + sig.offset)
+                    if v is not None and v not in out:
+                        out.append(v)
+        return out
 
     def _can_show(self, b: Binding, sig: Any, want: Any) -> bool:
         if self._invert(b, sig, want) is not None:

@@ -126,11 +126,28 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def check_scenario(cfg: AgentConfig, sc: Scenario, path: Path) -> Problems:
-    """What the config's buses cannot carry as the scenario says: a number beyond the range
-    of its DBC signal (the encoder would have to put something else on the wire)."""
+    """Where the trace would not be what the scenario says, as ``key.path: problem``: a step
+    after ``duration`` (it would never happen), a signal no bus carries (mapped nowhere or
+    listed under ``[mapping.lacks]``: it would be dropped), a value the mapping cannot
+    express (an enum value would come out as another one, often OFF/NONE) or a number
+    beyond the range of its DBC signal."""
     problems = Problems()
     encoders = [TraceEncoder(setup) for setup in cfg.buses]
+    carried = {name for enc in encoders for name in enc.ranks}
+    kind = {name: spec.kind for name, spec in CATALOGUE.items()}
+    timeline = Timeline(sc)
     for i, step in enumerate(sc.step):
+        if step.at > sc.duration:
+            problems.add(path, f"step[{i}].at", f"{step.at:g} is after duration = "
+                         f"{sc.duration:g}: the step would never happen")
+            continue
+        named = ([(f"set.{n}", n) for n in step.set] + [(f"ramp.{n}", n) for n in step.ramp]
+                 + [(f"{key}[{j}]", n) for key, names in (("mute", step.mute),
+                                                           ("unmute", step.unmute))
+                    for j, n in enumerate(names)])
+        for key, name in named:
+            if name not in carried:
+                problems.add(path, f"step[{i}].{key}", _not_carried(cfg, name))
         values = [("set", name, value) for name, value in step.set.items()]
         values += [("ramp", name, float(v[0])) for name, v in step.ramp.items()]
         for key, name, value in values:
@@ -139,7 +156,31 @@ def check_scenario(cfg: AgentConfig, sc: Scenario, path: Path) -> Problems:
                 if why is not None:
                     problems.add(path, f"step[{i}].{key}.{name}",
                                  f"{why} on bus {enc.setup.name}")
+        exact = {n: v for n, v in step.set.items() if n in carried and kind[n] != FLOAT}
+        if not exact:
+            continue
+        # an enum/bool/int value must come back from the frames as it was set
+        wanted = dict(timeline.at(step.at))
+        for enc in encoders:
+            shown = enc.shown(wanted)
+            for name, want in exact.items():
+                if name in shown and shown[name] != want and enc.range_problem(
+                        name, want) is None:
+                    can = ", ".join(map(str, enc.expressible(name)))
+                    problems.add(path, f"step[{i}].set.{name}",
+                                 f"{want!r} cannot be expressed on bus {enc.setup.name} "
+                                 f"(its mapping carries {can}); the trace would carry "
+                                 f"{shown[name]!r}")
     return problems
+
+
+def _not_carried(cfg: AgentConfig, name: str) -> str:
+    for setup in cfg.buses:
+        why = setup.mapping.mapping.lacks.get(name)
+        if why is not None:
+            return (f"bus {setup.name} lacks it ({setup.config.mapping}: {why}); "
+                    "the trace cannot carry it")
+    return "no bus of the config maps it; the trace cannot carry it"
 
 
 class Timeline:
