@@ -103,6 +103,17 @@ def make_trace(tmp: Path, scenario: Path | None = None) -> Path:
     return trace
 
 
+def vehicle_keys(config: Path, vin: str) -> Path:
+    """``icv-agent keys generate`` for ``config``, and a folder of pinned vehicle keys
+    (``<VIN>.pem``) holding it, as the bench backend takes them."""
+    subprocess.run([sys.executable, "-m", "agent.cli", "keys", "generate", "--config",
+                    str(config)], check=True, capture_output=True, cwd=ROOT)
+    folder = config.parent / "vehicle-keys"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{vin}.pem").write_bytes((config.parent / "state" / "device.key").read_bytes())
+    return folder
+
+
 def chain_state(state_dir: Path) -> dict[str, Any]:
     import json
 

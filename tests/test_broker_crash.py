@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from tests.live_agent import (
     multicast_group,
     replay,
     uplink_section,
+    vehicle_keys,
     wait_until,
     write_config,
 )
@@ -44,11 +43,7 @@ def test_repeated_broker_crashes_end_with_every_record_at_the_backend(
     cfg = write_config(tmp_path, group, uplink_section(
         mqtt_broker, mqtt_pki.client(VIN), backend_key=backend_pub)
         + "\n[health]\ninterval_s = 0.2\n")      # a steady stream of records
-    subprocess.run([sys.executable, "-m", "agent.cli", "keys", "generate", "--config",
-                    str(cfg)], check=True, capture_output=True)
-    keys_dir = tmp_path / "vehicle-keys"
-    keys_dir.mkdir()
-    (keys_dir / f"{VIN}.pem").write_bytes((tmp_path / "state" / "device.key").read_bytes())
+    keys_dir = vehicle_keys(cfg, VIN)
     trace = make_trace(tmp_path)
     bcert = mqtt_pki.client("backend-crash")
     # Outside any share group: Mosquitto restores a persistent session's shared

@@ -6,8 +6,6 @@ import json
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from tests.live_agent import (
     multicast_group,
     replay,
     uplink_section,
+    vehicle_keys,
     wait_until,
     write_config,
 )
@@ -231,11 +230,7 @@ def test_bench_backend_verifies_everything_and_commands_round_trip(
     rogue_key, _, _ = keygen(tmp_path / "rogue-keys")
     cfg = write_config(tmp_path, group, uplink_section(mqtt_broker, mqtt_pki.client(VIN),
                                                        backend_key=backend_pub))
-    subprocess.run([sys.executable, "-m", "agent.cli", "keys", "generate", "--config",
-                    str(cfg)], check=True, capture_output=True)
-    keys_dir = tmp_path / "vehicle-keys"
-    keys_dir.mkdir()
-    (keys_dir / f"{VIN}.pem").write_bytes((tmp_path / "state" / "device.key").read_bytes())
+    keys_dir = vehicle_keys(cfg, VIN)
     trace = make_trace(tmp_path)
     bcert = mqtt_pki.client("backend-bench")
     backend = Backend(BrokerConfig(host=mqtt_broker.host, port=mqtt_broker.port, ca=bcert.ca,
