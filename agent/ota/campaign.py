@@ -363,7 +363,9 @@ class CampaignManager:
     def _run_campaign(self, c: Campaign, resume: Resume, buses: EcuBuses) -> None:
         assert self.inventory is not None
         before = self.inventory.refresh("campaign", self.emit, buses=buses)
-        installed = {name: EcuInstalled((values or {}).get("F191", ""))
+        # What each ECU reports is part of its rollback floor (a fresh or wiped agent has
+        # no install record): the verifier maps the versions to a signed release.
+        installed = {name: EcuInstalled(values.get("F191", ""), versions=dict(values))
                      for name, values in before.items() if values is not None}
         try:
             client = self._uptane()
@@ -578,6 +580,7 @@ class CampaignManager:
         assert self.inventory is not None
         ecu = self.ecus[target.ecu_id]
         result_row: dict[str, Any] = {"ecu": ecu.name, "target": target.path,
+                                      "release_counter": target.release_counter,
                                       "before": before, "after": None, "ok": False,
                                       "rolled_back": False}
         violation = safe.check()

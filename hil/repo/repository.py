@@ -362,16 +362,18 @@ class DirectorRepository:
 
     def assign(self, vin: str, ecu_id: str, image: TargetFile, *, hardware_id: str | None = None,
                release_counter: int | None = None, versions: dict[str, str] | None = None,
-               path: str | None = None, publish: bool = True) -> TargetFile:
+               path: str | None = None, publish: bool = True, downgrade: bool = False
+               ) -> TargetFile:
         """Tell ``vin`` to install ``image`` on ``ecu_id`` (custom fields default to the
-        Image repository's)."""
+        Image repository's; ``downgrade``: explicitly below the ECU's release floor)."""
         icustom = image.custom if isinstance(image.custom, dict) else {}
         hw = hardware_id if hardware_id is not None else icustom[custom.HARDWARE_ID]
         counter = release_counter if release_counter is not None \
             else icustom[custom.RELEASE_COUNTER]
         vers = versions if versions is not None else icustom.get(custom.VERSION, {})
         info = TargetFile(image.length, dict(image.hashes), path or image.path,
-                          {"custom": custom.director_custom(ecu_id, hw, counter, vers)})
+                          {"custom": custom.director_custom(ecu_id, hw, counter, vers,
+                                                            downgrade)})
         repo = self.vehicle(vin)
         with repo.edit_targets() as targets:
             for p in [p for p, t in targets.targets.items()

@@ -11,7 +11,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from campaign_bench import EPS_V2, VIN, Bench, consent_via_inbox, make_bench, uds_start
+from campaign_bench import (
+    EPS_IDENTITY,
+    EPS_V2,
+    VIN,
+    Bench,
+    consent_via_inbox,
+    make_bench,
+    uds_start,
+)
 from tamper import forged_timestamp, one_key_twice, terminating_shadow
 
 from agent.ota.uptane.time import parse_time
@@ -87,6 +95,14 @@ def terminating_delegation_bypassed(b: Bench) -> None:
     b.ota.director.assign(VIN, "eps", info)
 
 
+def downgrade_on_a_fresh_agent(b: Bench) -> None:
+    # The agent has never installed anything; the ECU reports 1.0.0, signed as release 3.
+    runs = {k: EPS_IDENTITY[k] for k in ("F189", "F188", "F195")}
+    b.ota.image.add_image("eps/eps-1.0.0.bin", ecu_image(8192, runs), "HW-EPS-03", 3,
+                          versions=runs)
+    b.release("eps", {"F189": "0.9.0", "F188": "SW-EPS-0090", "F195": "SUP-0.9.0"}, 2)
+
+
 ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "image changed on the server": (tampered_image, "arbitrary_software"),
     "director signed by a wrong key": (director_wrong_key, "arbitrary_software"),
@@ -98,6 +114,8 @@ ATTACKS: dict[str, tuple[Callable[[Bench], None], str]] = {
     "image missing on the server": (missing_image, "partial_bundle"),
     "one key counted twice toward a threshold": (one_key_counted_twice, "arbitrary_software"),
     "a float in a signed part": (float_in_timestamp, "arbitrary_software"),
+    "downgrade below what the ECU runs, on a fresh agent": (downgrade_on_a_fresh_agent,
+                                                             "rollback"),
     "lower-priority role signs what a terminating role owns":
         (terminating_delegation_bypassed, "partial_bundle"),
 }

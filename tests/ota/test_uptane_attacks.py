@@ -313,6 +313,59 @@ def test_lower_release_counter_than_the_ecu_reports(bench: Bench):
     rejected(bench, "rollback")          # ECUS says ADAS-01 runs release 10
 
 
+BMS_V10 = {"F189": "1.0.0", "F188": "SW-BMS-0100", "F195": "SUP-1.0.0"}
+BMS_V09 = {"F189": "0.9.0", "F188": "SW-BMS-0090", "F195": "SUP-0.9.0"}
+
+
+def signed_bms_releases(bench: Bench) -> TargetFile:
+    """The Image repository signs bms 1.0.0 (release 10) and 0.9.0 (9); returns 0.9.0."""
+    bench.image.add_image("bms/bms-1.0.0.bin", image_bytes("bms-1.0.0"), "bms-hw-a", 10,
+                          versions=BMS_V10)
+    return bench.image.add_image("bms/bms-0.9.0.bin", image_bytes("bms-0.9.0"), "bms-hw-a",
+                                 9, versions=BMS_V09)
+
+
+def test_fresh_agent_refuses_a_downgrade_below_what_the_ecu_runs(bench: Bench):
+    # No install record, no history, no trusted counter: only what the ECU reports over
+    # UDS (1.0.0), which the Image repository signs as release 10.
+    bench.director.assign(VIN, "BMS-01", signed_bms_releases(bench))
+    ecus = {**ECUS, "BMS-01": EcuInstalled("bms-hw-a", versions=dict(BMS_V10))}
+    err = rejected(bench, "rollback", ecus=ecus)
+    assert err.ecu_id == "BMS-01" and "bms/bms-1.0.0.bin" in err.message, err.message
+
+
+def test_unknown_installed_release_takes_only_the_newest_signed_release(bench: Bench):
+    older = signed_bms_releases(bench)
+    ecus = {**ECUS, "BMS-01": EcuInstalled("bms-hw-a", versions={"F189": "0.1-factory"})}
+    bench.director.assign(VIN, "BMS-01", older)
+    err = rejected(bench, "rollback", ecus=ecus)
+    assert "not provably newer" in err.message, err.message
+    bench.director.assign(VIN, "BMS-01", bench.image.target("bms/bms-1.0.0.bin")[0])
+    (target, _), = run_campaign(bench.client(), ecus).values()
+    assert target.release_counter == 10
+
+
+def test_ota_history_keeps_the_floor_when_the_install_record_is_lost(bench: Bench):
+    from agent.ota.history import OtaHistory
+
+    OtaHistory(bench.db).append({"activity_id": "OTA-1", "result": "completed", "ecus": [
+        {"ecu": "BMS-01", "target": "bms/bms-1.0.0.bin", "release_counter": 10, "ok": True}]})
+    bench.director.assign(VIN, "BMS-01", signed_bms_releases(bench))
+    err = rejected(bench, "rollback", ecus={**ECUS, "BMS-01": EcuInstalled("bms-hw-a")})
+    assert "OTA history" in err.message, err.message
+
+
+def test_signed_explicit_downgrade_goes_below_the_floor(installed: Bench):
+    info = installed.image.add_image("bms/bms-2.3.0.bin", image_bytes("bms-2.3"), "bms-hw-a",
+                                     3, versions=VERSIONS)
+    installed.director.assign(VIN, "BMS-01", info)
+    rejected(installed, "rollback")
+    installed.director.assign(VIN, "BMS-01", info, downgrade=True)    # a recall rollback
+    client = installed.client()
+    (target, _), = run_campaign(client).values()
+    assert target.downgrade and client.installed("BMS-01")["release_counter"] == 3
+
+
 def test_mark_installed_refuses_to_go_backwards(installed: Bench):
     client = installed.client()
     installed.add_and_assign("BMS-01", "bms/bms-2.4.0.bin", BMS_V4, "bms-hw-a", 4)

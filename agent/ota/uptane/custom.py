@@ -5,6 +5,9 @@ Director ``TargetFile.custom``::
     {"ecu_id": "BMS-01", "hardware_id": "bms-hw-a", "release_counter": 7,
      "version": {"F189": "2.4.0", "F188": "SW-123456", "F195": "SUP-2.4.0"}}
 
+plus ``"downgrade": true`` when the Director explicitly asks to go below the ECU's
+rollback floor (a recall rollback); without it no release counter may go backwards.
+
 Image repository ``TargetFile.custom``: ``hardware_id`` and ``release_counter`` (the
 "SHALL match" section: both must equal the Director's), optionally ``version``.
 Director ``targets.json`` also carries ``"custom": {"vin": ...}`` at the top of its signed
@@ -29,6 +32,8 @@ HARDWARE_ID = "hardware_id"
 RELEASE_COUNTER = "release_counter"
 VERSION = "version"
 VIN = "vin"
+# Director only: this assignment may go below the ECU's rollback floor (recall rollback).
+DOWNGRADE = "downgrade"
 # DIDs whose read-back after flashing must equal the signed strings.
 DID_SW_VERSION = "F189"
 DID_SW_NUMBER = "F188"
@@ -52,6 +57,7 @@ class TargetFields:
     release_counter: int
     ecu_id: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    downgrade: bool = False
 
 
 def parse_fields(custom: Any, path: str, *, director: bool, repo: str) -> TargetFields:
@@ -81,13 +87,19 @@ def parse_fields(custom: Any, path: str, *, director: bool, repo: str) -> Target
         raise bad(f"{VERSION} must map 4-hex-digit DIDs to strings")
     if director and DID_SW_VERSION not in versions:
         raise bad(f"{VERSION}.{DID_SW_VERSION} is required for the read-back check")
-    return TargetFields(hw, counter, ecu, dict(versions))
+    downgrade = custom.get(DOWNGRADE, False) if director else False
+    if not isinstance(downgrade, bool):
+        raise bad(f"{DOWNGRADE} must be true or false")
+    return TargetFields(hw, counter, ecu, dict(versions), downgrade)
 
 
 def director_custom(ecu_id: str, hardware_id: str, release_counter: int,
-                    versions: dict[str, str]) -> dict[str, Any]:
-    return {ECU_ID: ecu_id, HARDWARE_ID: hardware_id, RELEASE_COUNTER: release_counter,
-            VERSION: dict(versions)}
+                    versions: dict[str, str], downgrade: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {ECU_ID: ecu_id, HARDWARE_ID: hardware_id,
+                           RELEASE_COUNTER: release_counter, VERSION: dict(versions)}
+    if downgrade:
+        out[DOWNGRADE] = True
+    return out
 
 
 def image_custom(hardware_id: str, release_counter: int,

@@ -284,18 +284,51 @@ class TrustedRepository:
             yield delegations.succinct_roles.get_role_for_target(path), True
             return
         for child in (delegations.roles or {}).values():
-            if not child.is_delegated_path(path):
+            if child.is_delegated_path(path) and self._hardware_ok(child, role, hardware_id):
+                yield child.name, child.terminating
+
+    def signed_targets(self, hardware_id: str) -> dict[str, tuple[TargetFile, str]]:
+        """Every target the repository signs for ``hardware_id``: path -> (target, role),
+        each the one the delegation search gives for its path (a listing a terminating or
+        higher-priority role shadows does not count). Loads every delegated role that may
+        sign for ``hardware_id`` (succinct hash-bin roles are not enumerated); an invalid
+        one aborts with its rejection, so a hidden newer release cannot lower a floor."""
+        if Targets.type not in self.targets:
+            raise RuntimeError("refresh() first")
+        stack: list[tuple[str, Targets | None]] = [(Targets.type, None)]
+        seen: set[str] = set()
+        paths: set[str] = set()
+        while stack and len(seen) <= self.max_delegations:
+            role, delegator = stack.pop()
+            if role in seen:
                 continue
-            hw_ids = child.unrecognized_fields.get(DELEGATION_HARDWARE_IDS)
-            if hw_ids is not None:
-                if not isinstance(hw_ids, list) or not all(isinstance(h, str)
-                                                           for h in hw_ids):
-                    raise ArbitrarySoftware(f"delegation to {child.name}: "
-                                            f"{DELEGATION_HARDWARE_IDS} must be a list of "
-                                            f"strings", repo=self.name, role=role)
-                if hardware_id not in hw_ids:
-                    continue
-            yield child.name, child.terminating
+            seen.add(role)
+            targets = self.targets.get(role)
+            if targets is None:
+                assert delegator is not None
+                targets = self._update_targets(role, delegator)
+            paths.update(targets.targets)
+            delegations = targets.delegations
+            children = [] if delegations is None or delegations.roles is None else [
+                c for c in delegations.roles.values()
+                if self._hardware_ok(c, role, hardware_id)]
+            stack.extend((c.name, targets) for c in reversed(children))
+        out = {}
+        for path in sorted(paths):
+            found = self._walk(path, hardware_id)
+            if found is not None:
+                out[path] = found
+        self._save_state()
+        return out
+
+    def _hardware_ok(self, child: Any, role: str, hardware_id: str) -> bool:
+        hw_ids = child.unrecognized_fields.get(DELEGATION_HARDWARE_IDS)
+        if hw_ids is None:
+            return True
+        if not isinstance(hw_ids, list) or not all(isinstance(h, str) for h in hw_ids):
+            raise ArbitrarySoftware(f"delegation to {child.name}: {DELEGATION_HARDWARE_IDS} "
+                                    f"must be a list of strings", repo=self.name, role=role)
+        return hardware_id in hw_ids
 
     def iter_roles(self) -> Iterator[tuple[str, Targets]]:
         yield from self.targets.items()

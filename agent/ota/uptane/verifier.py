@@ -43,10 +43,13 @@ ECU_KEY = "uptane.ecu.{}"
 
 @dataclass(frozen=True)
 class EcuInstalled:
-    """What the vehicle reports for one ECU before the campaign."""
+    """What the vehicle reports for one ECU before the campaign: its hardware id, the
+    release counter if something trusted knows it (None: unknown), and the version DIDs
+    the ECU itself reports over UDS (mapped to a release through the Image repository)."""
 
     hardware_id: str
-    release_counter: int = 0
+    release_counter: int | None = None
+    versions: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class VerifiedTarget:
     url: str = ""                   # where download() fetches it
     director_version: int = 0       # Director targets version that assigned it
     custom: dict[str, Any] = field(default_factory=dict, hash=False)
+    downgrade: bool = False         # the Director signed an explicit downgrade
 
 
 def repository_error(exc: tuf_exc.RepositoryError) -> UpdateRejected:
@@ -90,6 +94,7 @@ class UptaneClient:
                              config.max_snapshot_bytes, config.max_targets_bytes)
         self.director: TrustedRepository | None = None
         self.image: TrustedRepository | None = None
+        self._releases_cache: dict[str, dict[str, tuple[int, dict[str, str]]]] = {}
 
     def _repo(self, name: str, url: str, root_file: str, delegations: bool) -> TrustedRepository:
         root_path = self.config.resolve(root_file, self.config_dir)
@@ -120,6 +125,7 @@ class UptaneClient:
     def _check_campaign(self, vin: str, ecus: Mapping[str, EcuInstalled]
                         ) -> list[VerifiedTarget]:
         now = self.secure_time.now()
+        self._releases_cache = {}
         self.director = self._repo("director", f"{self.config.director_url.rstrip('/')}/{vin}",
                                    self.config.director_root, delegations=False)
         dtargets = self.director.refresh(now)
@@ -133,7 +139,9 @@ class UptaneClient:
         self.image.refresh(now)
         out = []
         for path, info, fields in assigned:
-            out.append(self._cross_check(path, info, fields, dtargets.version))
+            target = self._cross_check(path, info, fields, dtargets.version)
+            self._check_floor(target, ecus[target.ecu_id])
+            out.append(target)
         return out
 
     def _observe_time(self) -> None:
@@ -206,7 +214,7 @@ class UptaneClient:
                                     f"ECU is {ecus[ecu].hardware_id!r}", repo="director",
                                     ecu_id=ecu)
             floor = self.installed_counter(ecu, ecus[ecu])
-            if fields.release_counter < floor:
+            if fields.release_counter < floor and not fields.downgrade:
                 raise Rollback(f"release counter {fields.release_counter} is below the "
                                f"installed {floor}", repo="director", ecu_id=ecu)
             out.append((path, info, fields))
@@ -240,7 +248,92 @@ class UptaneClient:
         url = f"{self.config.image_url.rstrip('/')}/targets/{rel}"
         return VerifiedTarget(ecu, dfields.hardware_id, path, dinfo.length, dict(dinfo.hashes),
                               dfields.release_counter, dict(dfields.versions), role, url,
-                              director_version, dict(dinfo.custom))
+                              director_version, dict(dinfo.custom), dfields.downgrade)
+
+    # -- the rollback floor ----------------------------------------------------------------
+    def _check_floor(self, target: VerifiedTarget, reported: EcuInstalled) -> None:
+        """No release counter below the ECU's floor; with no floor known, only the newest
+        release the Image repository signs for the hardware (nothing signed is newer, so
+        it cannot be a downgrade); either way unless the Director signed a downgrade."""
+        floor, source = self.release_floor(target.ecu_id, reported)
+        counter = target.release_counter
+        if target.downgrade:
+            if floor is None or counter < floor:
+                log.warning("ECU %s: explicit downgrade to release %d signed by the Director "
+                            "(floor %s, %s)", target.ecu_id, counter, floor, source)
+            return
+        if floor is not None:
+            if counter < floor:
+                raise Rollback(f"release counter {counter} is below {floor} ({source})",
+                               ecu_id=target.ecu_id)
+            return
+        newest = max(self._releases(target.hardware_id).values(), default=counter)
+        if counter < newest:
+            raise Rollback(f"the installed release is unknown ({source}); release counter "
+                           f"{counter} is not provably newer: the Image repository signs "
+                           f"{newest} for {target.hardware_id!r}", ecu_id=target.ecu_id)
+
+    def release_floor(self, ecu_id: str, reported: EcuInstalled | None = None
+                      ) -> tuple[int | None, str]:
+        """The highest release counter the ECU is known to run or have run, and where that
+        comes from: the install record, a counter the caller trusts, the OTA history (hash
+        chain verified) and the versions the ECU reports, mapped to a release through the
+        Image repository (after ``check_campaign`` refreshed it). (None, why) if unknown."""
+        found: list[tuple[int, str]] = []
+        rec = self.installed(ecu_id)
+        if rec is not None:
+            found.append((int(rec.get("release_counter", 0)), "install record"))
+        if reported is not None and reported.release_counter is not None:
+            found.append((reported.release_counter, "reported release counter"))
+        history = self._history_counter(ecu_id)
+        if history is not None:
+            found.append((history, "OTA history"))
+        if reported is not None and reported.versions and self.image is not None:
+            for path, (counter, versions) in self._release_versions(
+                    reported.hardware_id).items():
+                if versions and all(reported.versions.get(did) == value
+                                    for did, value in versions.items()):
+                    found.append((counter, f"the ECU reports the versions of {path}"))
+        if not found:
+            return None, ("no install record, no OTA history, and no image signed for the "
+                          "hardware carries the versions the ECU reports")
+        return max(found)
+
+    def _history_counter(self, ecu_id: str) -> int | None:
+        from agent.ota.history import OtaHistory, verify_entries
+
+        entries = OtaHistory(self.statedb).entries()
+        if not entries:
+            return None
+        report = verify_entries(entries)
+        if not report.ok:
+            log.warning("OTA history not used for the rollback floor: %s", report.reason)
+            return None
+        counters = [row["release_counter"] for entry in entries
+                    for row in entry.get("ecus") or []
+                    if isinstance(row, dict) and row.get("ecu") == ecu_id and row.get("ok")
+                    and isinstance(row.get("release_counter"), int)]
+        return max(counters) if counters else None
+
+    def _release_versions(self, hardware_id: str) -> dict[str, tuple[int, dict[str, str]]]:
+        """path -> (release counter, versions) of each image signed for ``hardware_id``."""
+        assert self.image is not None
+        cache = self._releases_cache.get(hardware_id)
+        if cache is None:
+            cache = {}
+            for path, (info, _role) in self.image.signed_targets(hardware_id).items():
+                try:
+                    fields = parse_fields(info.custom, path, director=False, repo="image")
+                except UpdateRejected as exc:
+                    log.warning("image %s not used for the rollback floor: %s", path, exc)
+                    continue
+                if fields.hardware_id == hardware_id:
+                    cache[path] = (fields.release_counter, dict(fields.versions))
+            self._releases_cache[hardware_id] = cache
+        return cache
+
+    def _releases(self, hardware_id: str) -> dict[str, int]:
+        return {p: c for p, (c, _) in self._release_versions(hardware_id).items()}
 
     # -- images --------------------------------------------------------------------------
     def download(self, target: VerifiedTarget, dest_dir: Path | None = None) -> Path:
@@ -287,9 +380,10 @@ class UptaneClient:
         return self.statedb.get(ECU_KEY.format(ecu_id))
 
     def installed_counter(self, ecu_id: str, reported: EcuInstalled | None = None) -> int:
+        """Floor from the install record and a trusted reported counter (0 if neither)."""
         rec = self.installed(ecu_id) or {}
-        return max(int(rec.get("release_counter", 0)),
-                   reported.release_counter if reported else 0)
+        known = reported.release_counter if reported and reported.release_counter else 0
+        return max(int(rec.get("release_counter", 0)), known)
 
     def mark_installed(self, ecu_id: str, target: VerifiedTarget) -> None:
         """Advance the ECU's anti-rollback floor after the flash was read back as good."""
@@ -298,7 +392,8 @@ class UptaneClient:
         key = ECU_KEY.format(ecu_id)
         with self.statedb.transaction():
             rec = self.statedb.get(key) or {}
-            if target.release_counter < int(rec.get("release_counter", 0)):
+            if target.release_counter < int(rec.get("release_counter", 0)) \
+                    and not target.downgrade:
                 raise Rollback(f"release counter {target.release_counter} is below the "
                                f"installed {rec['release_counter']}", ecu_id=ecu_id)
             self.statedb.put_in(key, {
