@@ -204,3 +204,15 @@ def test_stats_monitor_takes_non_finite_speed_and_time() -> None:
     assert ts_ok(data["as_of"]) and data["start"] == "2026-06-30T16:00:00.000Z"
     assert not [r for r in records if r[0] == "stats.period"]
 
+
+
+def test_interleaved_channels_keep_every_frame(tmp_path: Path) -> None:
+    """A multi-channel logger writes small time inversions; those frames are real."""
+    t0 = 1782892800.0
+    times = [t0, t0 + 0.010, t0 + 0.0095, t0 + 0.020, t0 + 0.0199, t0 + 0.030]
+    reader = TraceReader(write_log(tmp_path / "interleaved.log", times))
+    got = [m.timestamp for m in reader]
+    assert len(got) == len(times) and got == sorted(got)   # kept, time never goes back
+    assert reader.reordered == 2 and reader.out_of_order.count == 0
+    assert not reader.damaged
+    assert "2 frame(s) up to 50 ms before the previous one" in reader.lines()[0]

@@ -79,6 +79,11 @@ class Skipped:
                 + ([f"  ... and {more} more"] if more else []))
 
 
+# A multi-channel logger (Vector BLF/ASC) interleaves its channels with small time
+# inversions; those frames are real, so they are kept, at the previous frame's time.
+REORDER_S = 0.05
+
+
 class TraceReader:
     """Frames of one trace file, in file order, each with a time the pipeline can use.
 
@@ -91,7 +96,8 @@ class TraceReader:
 
     The monitors run on data time, so a frame whose timestamp is not finite or lies outside
     1970..2200 (a damaged recording; datetime cannot even format most of it) is skipped and
-    counted, and so is a frame that goes back in time. One frame far ahead of its
+    counted, and so is a frame that goes back in time by more than REORDER_S (less: kept at
+    the previous frame's time, and said). One frame far ahead of its
     neighbours (a single damaged timestamp) is the one skipped, not all the frames after it:
     a frame is handed on only once the next one has confirmed its time.
     ``not_before`` is the last time of the previous trace of the same run.
@@ -105,6 +111,7 @@ class TraceReader:
         self.bad_time = Skipped("frame", "with an impossible timestamp")
         self.out_of_order = Skipped("frame", "out of time order")
         self.unreadable = Skipped("unreadable line")
+        self.reordered = 0                       # taken at the previous frame's time
         self.notes: list[str] = []               # cut off, rest unreadable
         self._index = 0                          # frames read from the file so far
         self._lines: _Lines | None = None        # text formats: the line counter
@@ -129,6 +136,10 @@ class TraceReader:
         out = (self.unreadable.lines(self.path) + self.bad_time.lines(self.path)
                + self.out_of_order.lines(self.path))
         out += [f"warning: {note}" for note in self.notes]
+        if self.reordered:
+            out.append(f"note: {self.path}: {self.reordered} frame(s) up to "
+                       f"{REORDER_S * 1000:.0f} ms before the previous one (channels "
+                       "logged interleaved) taken at the previous frame's time")
         if not self.frames:
             out.append(f"warning: {self.path}: no CAN frames in this trace")
         return out
@@ -149,6 +160,10 @@ class TraceReader:
                 self._index = index
                 self.bad_time.add(self.where(), f"timestamp {t!r}")
                 continue
+            ahead = held_t if held is not None else floor
+            if t < ahead and ahead - t <= REORDER_S:  # channels interleaved, not damage
+                msg.timestamp = t = ahead
+                self.reordered += 1
             if held is None:
                 if t < floor:
                     self._index = index
