@@ -16,11 +16,11 @@ import numbers
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agent.journal.statedb import StateDB
 from agent.records.keys import DeviceKey
+from agent.timefmt import LATEST, iso_of_ms, to_ms
 
 SCHEMA_VERSION = "icv.record/1"
 ZERO_HASH = "0" * 64
@@ -28,7 +28,6 @@ STATE_KEY = "chain"
 TIME_SOURCES = ("trace", "system", "gnss", "ntp", "rtc")
 TYPE_PATTERN = re.compile(r"^[a-z]+(\.[a-z_]+)+$")
 VIN_PATTERN = re.compile(r"^[A-Z0-9]{17}$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class RecordError(ValueError):
@@ -65,13 +64,9 @@ def format_ts(ts: float) -> str:
         raise RecordError(f"ts: expected epoch seconds, got {type(ts).__name__}")
     if not math.isfinite(ts):
         raise RecordError(f"ts: {ts!r} is not a time")
-    try:
-        when = _EPOCH + timedelta(milliseconds=round(float(ts) * 1000))
-    except OverflowError:
-        raise RecordError(f"ts: {ts!r} is out of range") from None
-    if when.year < 1000:
+    if not 0 <= ts < LATEST:
         raise RecordError(f"ts: {ts!r} is out of range")
-    return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{when.microsecond // 1000:03d}Z"
+    return iso_of_ms(to_ms(float(ts)))
 
 
 def clean(value: Any, path: str = "data") -> Any:

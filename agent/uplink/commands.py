@@ -28,7 +28,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent import wirejson
 from agent.journal.statedb import StateDB
 from agent.records.keys import fingerprint, load_public_key
+from agent.timefmt import iso_ms, parse_iso
 from agent.uplink.settings import CommandsConfig
 
 log = logging.getLogger(__name__)
@@ -113,21 +113,15 @@ def canonical(envelope: Mapping[str, Any]) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _iso(ts: float) -> str:
-    when = datetime.fromtimestamp(round(ts, 3), tz=timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
 def _parse_time(value: Any, name: str) -> float:
     if not isinstance(value, str):
         raise CommandRejected("malformed", f"{name}: expected an ISO-8601 time")
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandRejected("malformed", f"{name}: {value[:40]!r} is not ISO-8601") from None
-    if when.tzinfo is None:
-        raise CommandRejected("malformed", f"{name}: time without a zone")
-    return when.timestamp()
+        return parse_iso(value, zone_required=True)
+    except ValueError as exc:
+        detail = "time without a zone" if "zone" in str(exc) else \
+            f"{value[:40]!r} is not ISO-8601"
+        raise CommandRejected("malformed", f"{name}: {detail}") from None
 
 
 def sign_command(private_key: Ed25519PrivateKey, vin: str, cmd: str,
@@ -137,7 +131,7 @@ def sign_command(private_key: Ed25519PrivateKey, vin: str, cmd: str,
     issued = time.time() if now is None else now
     envelope: dict[str, Any] = {
         "cmd": cmd, "vin": vin, "nonce": nonce or secrets.token_hex(16),
-        "issued": _iso(issued), "expires": _iso(issued + ttl_s), "args": dict(args or {}),
+        "issued": iso_ms(issued), "expires": iso_ms(issued + ttl_s), "args": dict(args or {}),
         "key_id": fingerprint(private_key.public_key()),
     }
     envelope["sig"] = base64.b64encode(private_key.sign(canonical(envelope))).decode("ascii")
