@@ -6,7 +6,8 @@ systemd-like environment (notify socket, WatchdogSec=30s); its CPU time is read 
 outside over ``--seconds`` after READY=1 and a settling pause. Buses: python-can's
 ``virtual`` bus everywhere; SocketCAN (receive = "raw" and "bcm") where vcan0 exists,
 e.g. in the vcan VM (``python -m hil.vcan_vm run -- python bench/bench_idle.py``).
-``--profile DIR`` also writes a cProfile of each idle loop (pstats) and prints its top.
+Floors for comparison: processes that only wait, 20 and 2 times a second (what a bare
+wake-up costs here). ``--profile DIR`` also writes a cProfile of each idle loop (pstats).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import platform
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import AgentChild, fmt_runs, replace_once  # noqa: E402
+from common import AgentChild, fmt_runs, process_cpu_s, replace_once  # noqa: E402
 
 from hil.benchconfig import bench_config  # noqa: E402
 
@@ -53,6 +55,32 @@ def measure(cfg: Path, tmp: Path, seconds: float, settle: float, profile: Path |
         c1 = child.cpu_s()
     finally:
         child.stop()
+    return (c1 - c0) / seconds
+
+
+FLOORS = {
+    "select(timeout=0.05) loop (20 wake-ups/s, as the agent's idle loop)":
+        "import select\nwhile True: select.select([], [], [], 0.05)",
+    "queue.get(timeout=0.05) loop (20/s, the wait of python-can's virtual bus)":
+        "import queue\nq = queue.Queue()\nwhile True:\n    try: q.get(timeout=0.05)\n"
+        "    except queue.Empty: pass",
+    "select(timeout=0.5) loop (2/s, the baseline receivers' recv(0.5))":
+        "import select\nwhile True: select.select([], [], [], 0.5)",
+}
+
+
+def floor(code: str, seconds: float, settle: float) -> float:
+    """CPU per second of a process that does nothing but wait with a timeout: what one
+    wake-up costs on this machine, times the wake-ups per second."""
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(settle)
+        c0 = process_cpu_s(proc.pid)
+        time.sleep(seconds)
+        c1 = process_cpu_s(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
     return (c1 - c0) / seconds
 
 
@@ -95,6 +123,10 @@ def main() -> int:
                 out = args.profile / f"idle-{name.replace(' ', '-')}.prof"
                 measure(cfg, tmp, args.seconds, args.settle, out)
                 profiles.append(out)
+        for label, code in FLOORS.items():
+            rates = [floor(code, args.seconds, args.settle) for _ in range(args.runs)]
+            print(f"| floor: {label} | {fmt_runs(rates, 1e3, 2)} | "
+                  f"{fmt_runs(rates, 100, 2)} |", flush=True)
         for out in profiles:
             print_profile(out)
     return 0
