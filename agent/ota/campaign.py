@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from agent.ota.uds import FlashSession, PreconditionViolated, ProgressEvery
 from agent.ota.uds.versions import parse_did_keys
 from agent.ota.uptane import EcuInstalled, FloorTime, UpdateRejected, UptaneClient
 from agent.ota.uptane.time import load_public_key
+from agent.timefmt import iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class CampaignError(ValueError):
     """The ``ota.campaign`` arguments cannot be used, or the agent cannot take it now."""
 
 
-def iso(ts: float) -> str:
-    when = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+iso = iso_ms   # one formatter for every timestamp (agent.timefmt)
 
 
 @dataclass
