@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench soak lint venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv missing: apt-get install -y python3-venv" >&2; exit 1; }
@@ -26,6 +26,18 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) bench/run_all.py
+
+# The fault campaign (RELIABILITY.md): `make soak`, or `make soak SOAK_ARGS=--quick`.
+# libfaketime (class 7) is installed with apt like hil/ensure-deps.sh does: only as root.
+soak: $(STAMP)
+	./hil/ensure-deps.sh
+	@command -v faketime >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing: faketime"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime; \
+		else echo "missing: faketime — install with: sudo apt-get install faketime" >&2; fi; }
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) bench/soak.py --write RELIABILITY.md $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent hil tests bench
