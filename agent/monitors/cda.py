@@ -11,11 +11,12 @@ brake pedal -> driver; else unknown. ``exit_reason_source`` says which.
 ``function`` of ``cda.deactivated`` is the function engaged longest in the session;
 ``function_s`` gives the seconds of each (ACC, then LCC, ...).
 
-Both records are decided ``SETTLE_S`` after the State change, because function, exit
-reason and fault code may come later in the same frame or in the next cycle of another
-message; they carry the time of the State change. An unknown (stale) State neither starts
-nor ends a session; one still open when the input ends (trace end, service stop) has no
-exit to report and is not.
+``cda.activated`` is decided ``SETTLE_S`` after the State change and ``cda.deactivated``
+``EXIT_SETTLE_S`` after it, because function, exit reason and fault code may come later in
+the same frame or a few cycles of another message later; both carry the time of the State
+change. The exit rule (``decide_exit``) is the one the period statistics count with.
+An unknown (stale) State neither starts nor ends a session; one still open when the input
+ends (trace end, service stop) has no exit to report and is not.
 
 Distance is the odometer delta where ``Vehicle.TraveledDistance`` is mapped and known at
 both ends, else the integral of the speed (which holds until it changes, so the sum is
@@ -28,6 +29,7 @@ The canonical names the driving monitors share are defined here once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +80,49 @@ EXIT_REASONS = {"DRIVER": "driver", "SYSTEM_FAILURE": "system_failure",
                 "MRM": "mrm"}
 
 SETTLE_S = 0.25
-"""Wait after a State change for the fields that explain it (a few 10-100 ms cycles)."""
+"""Wait after entering ACTIVE for the function that was engaged (a few 10-100 ms cycles)."""
+EXIT_SETTLE_S = 0.5
+"""Wait after leaving the engaged states for what explains it: the system's ExitReason
+may come a few cycles after the State. One value for the record and the statistics."""
 
 
 def fault_active(code: Any) -> bool:
     return isinstance(code, int) and code != 0
+
+
+def exit_cues(value: Callable[[str], Any]) -> set[str]:
+    """What explains an exit at this moment: ODD exceeded, brake, a driver warning, a fault."""
+    cues = set()
+    if value(ODD) == "EXCEEDED":
+        cues.add("odd")
+    if value(BRAKE) is True:
+        cues.add("brake")
+    level = value(WARNING)
+    if level in DRIVER_LEVELS or level == TAKE_CONTROL:
+        cues.add("warning")
+    if fault_active(value(FAULT_CODE)):
+        cues.add("fault")
+    return cues
+
+
+def decide_exit(to_state: str, was_mrm: bool, cues: set[str], own: Any,
+                own_since: float | None, session_start: float | None) -> tuple[str, str]:
+    """(reason, source) of an exit: the one rule of ``cda.deactivated`` and of the period
+    statistics, so the regulator's event report and the event records cannot disagree."""
+    if (own in EXIT_REASONS and own_since is not None and session_start is not None
+            and own_since >= session_start):
+        return EXIT_REASONS[own], "system"
+    if to_state == FAULT or "fault" in cues:
+        return "system_failure", "inferred"
+    if was_mrm:
+        return "mrm", "inferred"
+    if "odd" in cues:
+        return "odd_exit", "inferred"
+    if "warning" in cues or to_state == INHIBITED:
+        return "driver_disengaged", "inferred"
+    if "override" in cues or "brake" in cues:
+        return "driver", "inferred"
+    return "unknown", "inferred"
 
 
 @dataclass
@@ -169,7 +209,7 @@ class CdaSessionMonitor(Monitor):
         s = self._session
         if s is not None and not s.announced and t >= s.start_t + SETTLE_S:
             self._announce(s)
-        if self._exit is not None and t >= self._exit.t + SETTLE_S:
+        if self._exit is not None and t >= self._exit.t + EXIT_SETTLE_S:
             self._finish_exit()
 
     def stop(self, t: float) -> None:
@@ -212,28 +252,16 @@ class CdaSessionMonitor(Monitor):
         return None, None
 
     def _cues_now(self) -> set[str]:
-        cues = set()
-        if self.value(ODD) == "EXCEEDED":
-            cues.add("odd")
-        if self.value(BRAKE) is True:
-            cues.add("brake")
-        level = self.value(WARNING)
-        if level in DRIVER_LEVELS or level == TAKE_CONTROL:
-            cues.add("warning")
-        return cues
+        return exit_cues(self.value)
 
     def _finish_exit(self) -> None:
         ex, self._exit = self._exit, None
         assert ex is not None
         s = ex.session
         fault = self.value(FAULT_CODE)
-        own = self.value(EXIT_REASON)
-        since = self.state.since(EXIT_REASON)
-        cues = ex.cues | self._cues_now()
-        if own in EXIT_REASONS and since is not None and since >= s.start_t:
-            reason, source = EXIT_REASONS[own], "system"
-        else:
-            reason, source = self._infer(ex, fault, cues), "inferred"
+        reason, source = decide_exit(ex.to_state, s.was_mrm, ex.cues | self._cues_now(),
+                                     self.value(EXIT_REASON), self.state.since(EXIT_REASON),
+                                     s.start_t)
         main = max(s.function_s, key=s.function_s.__getitem__, default="NONE")
         data: dict[str, Any] = {
             "function": main,
@@ -251,16 +279,3 @@ class CdaSessionMonitor(Monitor):
         }
         self.emit("cda.deactivated", data, ex.t)
 
-    @staticmethod
-    def _infer(ex: Exit, fault: Any, cues: set[str]) -> str:
-        if ex.to_state == FAULT or fault_active(fault):
-            return "system_failure"
-        if ex.session.was_mrm:
-            return "mrm"
-        if "odd" in cues:
-            return "odd_exit"
-        if "warning" in cues or ex.to_state == INHIBITED:
-            return "driver_disengaged"
-        if "override" in cues or "brake" in cues:
-            return "driver"
-        return "unknown"

@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 from agent.monitors.accident import ACCEL, FLAG_TRIGGERS, IN_USE, CrashGrouper, CrashTriggers, InUse
 from agent.monitors.base import Monitor
+from agent.monitors.cda import EXIT_SETTLE_S, decide_exit, exit_cues
 from agent.timefmt import EARLIEST, LATEST, iso_ms, plausible
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ WARNING = "Vehicle.ADAS.CDA.WarningLevel"
 FAULT_CODE = "Vehicle.ADAS.CDA.FaultCode"
 SPEED = "Vehicle.Speed"
 ODOMETER = "Vehicle.TraveledDistance"
+EXIT_CUES = (ODD, BRAKE, WARNING, FAULT_CODE)   # what explains an exit (cda.exit_cues)
 SAFETY = {"Vehicle.ADAS.AEB.IsEngaged": "safety.aeb", "Vehicle.ADAS.ELK.IsEngaged": "safety.elk",
           "Vehicle.ADAS.FCW.IsWarning": "safety.fcw"}
 
@@ -53,11 +55,8 @@ OPEN_KEY = "stats.period.open"          # running quarter and year
 CLOSED_KEY = "stats.period.closed"      # the last closed periods, by period name
 KEEP_CLOSED = 12
 CHECKPOINT_S = 5.0                      # persist at least this often while active
-EXIT_SETTLE_S = 0.5                     # the exit reason may follow the state by a frame
 TOTAL = "total"
 
-EXIT_REASONS = {"DRIVER": "driver", "SYSTEM_FAILURE": "system_failure", "ODD_EXIT": "odd_exit",
-                "DRIVER_DISENGAGED": "driver_disengaged", "MRM": "mrm"}
 
 COUNTS = (
     "cda.activated",                    # sessions started (entering ACTIVE/OVERRIDE/MRM)
@@ -162,7 +161,8 @@ class Totals:
 class PeriodStatsMonitor(Monitor):
     name = "stats"
     inputs = (STATE,)
-    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, *SAFETY, *FLAG_TRIGGERS, ACCEL)
+    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, *SAFETY, *FLAG_TRIGGERS, ACCEL,
+               *EXIT_CUES)
     tick_s = 0.5
 
     def __init__(self, ctx: Any):
@@ -233,8 +233,8 @@ class PeriodStatsMonitor(Monitor):
         elif name == EXIT:
             self.exit_value = value
             self.exit_changed = t
-            if self.pending_exit is not None and value not in (None, "NONE"):
-                self._resolve_exit(t, force=True)
+        elif name in EXIT_CUES and self.pending_exit is not None:  # while the exit settles
+            self.pending_exit[2].update(exit_cues(self.value))
         elif name in SAFETY:
             if value is True and self.safety_known_false[name]:
                 key = SAFETY[name]
@@ -283,7 +283,7 @@ class PeriodStatsMonitor(Monitor):
             return
         self._pause()
         self.in_session = False
-        self.pending_exit = (t, value, self._cues())
+        self.pending_exit = (t, value, exit_cues(self.value))
         self._resolve_exit(t)
         self._checkpoint(t)
 
@@ -297,49 +297,20 @@ class PeriodStatsMonitor(Monitor):
         self.seg_odo = self.odo
         self.gap_odo = self.odo if self.speed is None else None
 
-    def _cues(self) -> set[str]:
-        cues = set()
-        if self.value(ODD) == "EXCEEDED":
-            cues.add("odd")
-        if self.value(BRAKE) is True:
-            cues.add("brake")
-        if self.value(WARNING) not in (None, "NONE"):
-            cues.add("warning")
-        code = self.value(FAULT_CODE)
-        if isinstance(code, int) and code != 0:
-            cues.add("fault")
-        return cues
-
     def _resolve_exit(self, t: float, *, force: bool = False) -> None:
-        """Count the exit once its reason is known: the ExitReason set since the session
-        began, else (after ``EXIT_SETTLE_S``) inferred by the rule of ``cda.py``."""
+        """Count the exit ``EXIT_SETTLE_S`` after it (earlier when a new session starts or
+        the input ends), with the reason ``cda.decide_exit`` gives ``cda.deactivated``."""
         if self.pending_exit is None:
             return
         at, new_state, cues = self.pending_exit
-        fresh = (self.exit_changed is not None and self.session_start is not None
-                 and self.exit_changed >= self.session_start
-                 and self.exit_value in EXIT_REASONS)
-        if not (fresh or force or t - at >= EXIT_SETTLE_S):
+        if not (force or t - at >= EXIT_SETTLE_S):
             return
         self.pending_exit = None
-        if fresh:
-            reason = EXIT_REASONS[self.exit_value]
-        else:
-            cues = cues | self._cues()
-            if self.last_engaged == "OVERRIDE":
-                cues.add("override")
-            if new_state == "FAULT" or "fault" in cues:
-                reason = "system_failure"
-            elif self.was_mrm:
-                reason = "mrm"
-            elif "odd" in cues:
-                reason = "odd_exit"
-            elif "warning" in cues or new_state == "INHIBITED":
-                reason = "driver_disengaged"
-            elif "override" in cues or "brake" in cues:
-                reason = "driver"
-            else:
-                reason = "unknown"
+        cues = cues | exit_cues(self.value)
+        if self.last_engaged == "OVERRIDE":
+            cues.add("override")
+        reason, _source = decide_exit(new_state, self.was_mrm, cues, self.exit_value,
+                                      self.exit_changed, self.session_start)
         self._count("cda.deactivated", t)
         self._count(f"cda.deactivated.{reason}", t)
 

@@ -1,0 +1,80 @@
+"""One exit rule: over every shipped scenario, the period statistics count exactly the
+exits, per reason, that the ``cda.deactivated`` records report (the regulator's event
+report and the event records must never disagree)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import config as agent_config
+from agent.ingest.trace import ChannelRouter, read_trace
+from agent.monitors import ALL
+from agent.monitors.stats import OPEN_KEY
+from agent.pipeline import Pipeline, TimeBase
+from hil.trace.scenario import generate, load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = sorted([*(ROOT / "tests" / "scenarios").glob("*.toml"),
+                    *(ROOT / "hil" / "scenarios").glob("*.toml"),
+                    *(ROOT / "tests" / "vcan" / "data").glob("*.toml")])
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.state: dict[str, Any] = {}
+
+    def record(self, type_: str, data: dict[str, Any], t: float) -> None:
+        self.records.append((type_, data))
+
+    def persist(self, key: str, value: Any) -> None:
+        self.state[key] = value
+
+    def load(self, key: str, default: Any = None) -> Any:
+        return self.state.get(key, default)
+
+    def flush(self) -> None:
+        pass
+
+
+def run(path: Path, tmp: Path) -> Sink:
+    sc = load_scenario(path)
+    cfg = agent_config.load(ROOT / "config" / f"{sc.config}.toml")
+    trace = tmp / f"{path.stem}.log"
+    generate(cfg, sc, trace)
+    sink = Sink()
+    pipeline = Pipeline(cfg, sink, TimeBase("trace"), ALL)
+    router = ChannelRouter(cfg.buses)
+    last = None
+    for msg in read_trace(trace):
+        idx = router.route(msg.channel)
+        if idx is not None:
+            last = msg.timestamp
+            pipeline.feed(idx, msg, last)
+    assert last is not None
+    pipeline.advance(last)
+    pipeline.stop(last)
+    return sink
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_period_statistics_count_the_exits_the_records_report(path: Path,
+                                                              tmp_path: Path) -> None:
+    sink = run(path, tmp_path)
+    reported = Counter(d["exit_reason"] for t, d in sink.records if t == "cda.deactivated")
+    counted: Counter[str] = Counter()
+    quarters = [d for t, d in sink.records if t == "stats.period"
+                and "Q" in str(d.get("period", ""))]
+    for totals in [*(q["counts"] for q in quarters),
+                   sink.state[OPEN_KEY]["quarter"]["counts"]]:
+        for key, n in totals.items():
+            if key.startswith("cda.deactivated."):
+                counted[key.removeprefix("cda.deactivated.")] += n
+    assert counted == reported, (dict(counted), dict(reported))
+    assert sum(reported.values()) == sum(
+        q.get("cda.deactivated", 0) for q in [*(q["counts"] for q in quarters),
+                                              sink.state[OPEN_KEY]["quarter"]["counts"]])
