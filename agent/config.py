@@ -15,6 +15,7 @@ from typing import Any
 from agent.journal.settings import JournalConfig
 from agent.keyfiles import key_file_exposed
 from agent.model import ConfigError, Problems, build, read_toml
+from agent.monitors.settings import LimitsConfig
 from agent.ota.settings import EcuConfig, OtaConfig
 from agent.uplink.settings import CommandsConfig, UplinkConfig
 
@@ -69,31 +70,6 @@ class BusConfig:
 
 
 RECEIVE_MODES = ("bcm", "raw")
-
-
-@dataclass
-class LimitsConfig:
-    """Default limits of ``signals.md`` (UN R171, CN L2 draft, GB 39732, NHTSA SGO)."""
-
-    monitoring_speed_kmh: float = 10.0
-    hands_off_to_request_s: float = 5.0
-    hands_request_to_escalated_s: float = 10.0
-    eyes_off_to_request_s: float = 5.0
-    eyes_request_to_escalated_s: float = 3.0
-    eyes_escalated_to_take_control_s: float = 5.0
-    escalated_to_mrm_s: float = 10.0
-    eyes_back_min_s: float = 0.2
-    lockout_after_mrm: int = 1
-    lockout_after_escalations: int = 3
-    escalation_window_s: float = 1800.0
-    lockout_min_s: float = 1800.0
-    mrm_requires_hazard_lights: bool = True
-    delta_v_kmh: float = 8.0
-    delta_v_window_s: float = 0.15
-    accident_before_s: float = 30.0
-    accident_after_s: float = 10.0
-    cda_in_use_lookback_s: float = 30.0
-    cda_in_use_short_s: float = 5.0
 
 
 @dataclass

@@ -9,7 +9,6 @@ commit that made it durable returned.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -133,10 +132,3 @@ class Recorder:
         if self.journal is not None:
             self.journal.store(record)
         return record
-
-
-def finite(value: float, digits: int = 3) -> float | None:
-    """Round for records; NaN/inf (a sensor glitch) become None rather than a bad record."""
-    if value is None or not math.isfinite(value):
-        return None
-    return round(value, digits)

@@ -25,8 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import LimitsConfig
 from agent.monitors.base import Monitor
+from agent.monitors.settings import LimitsConfig
 from agent.signals import CATALOGUE
 from agent.timefmt import iso_ms
 from agent.vehicle.state import VehicleState

@@ -7,12 +7,14 @@ offline, monotonic time live) and ``emit()``. The same code runs live and offlin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from agent.config import LimitsConfig, VehicleConfig
+    from agent.config import VehicleConfig
+    from agent.monitors.settings import LimitsConfig
     from agent.vehicle.state import VehicleState
 
 
@@ -71,3 +73,10 @@ class Monitor:
 
     def value(self, name: str, default: Any = None) -> Any:
         return self.state.value(name, default)
+
+
+def finite(value: float, digits: int = 3) -> float | None:
+    """Round for records; NaN/inf (a sensor glitch) become None rather than a bad record."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)

@@ -33,8 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.monitors.base import Monitor
-from agent.recorder import finite
+from agent.monitors.base import Monitor, finite
 from agent.signals import CATALOGUE
 from agent.timefmt import iso_ms
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agent.monitors.base import Monitor
+from agent.monitors.base import Monitor, finite
 from agent.monitors.cda import (
     ACTIVE,
     DISENGAGED,
@@ -47,7 +47,6 @@ from agent.monitors.cda import (
     WARNING,
 )
 from agent.monitors.selfcheck import TIMING_TOLERANCE_S, violation
-from agent.recorder import finite
 from agent.signals import modality_names
 from agent.timefmt import iso_ms
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.monitors.base import Monitor
+from agent.monitors.base import Monitor, finite
 from agent.monitors.cda import (
     ACTIVE,
     ESCALATED,
@@ -44,7 +44,6 @@ from agent.monitors.cda import (
 )
 from agent.monitors.mrm import WarningSequence
 from agent.monitors.selfcheck import violation
-from agent.recorder import finite
 from agent.timefmt import iso_ms
 
 KEY = "monitor.lockout"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.monitors.base import Monitor
+from agent.monitors.base import Monitor, finite
 from agent.monitors.cda import (
     ACCEL_LONG,
     DRIVER_LEVELS,
@@ -34,7 +34,6 @@ from agent.monitors.cda import (
     fault_active,
 )
 from agent.monitors.selfcheck import HAZARD_RULE, violation
-from agent.recorder import finite
 from agent.timefmt import iso_ms
 
 STANDSTILL_KMH = 1.0

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from agent.monitors.base import Monitor
+from agent.monitors.base import Monitor, finite
 from agent.monitors.cda import AEB, ELK, FCW, SPEED, STATE
-from agent.recorder import finite
 from agent.timefmt import iso_ms
 
 
