@@ -97,6 +97,9 @@ def main() -> int:
     ap.add_argument("--tail", type=float, default=1.0, help="s after the replay, measured")
     ap.add_argument("--profile", type=Path, help="cProfile of the running loop (pstats)")
     ap.add_argument("--modules", type=Path, help="write sys.modules at the stop (JSON)")
+    ap.add_argument("--housekeeping-s", type=float,
+                    help="what-if experiments only: patch the loop's wait and housekeeping "
+                         "period (agent.service.service IDLE_WAIT_S, HOUSEKEEPING_S)")
     args = ap.parse_args()
 
     stop = StopRequest().install()          # as run_cmd: before the slow imports
@@ -104,6 +107,10 @@ def main() -> int:
     from agent.ingest.cli import load_config_or_exit
     from agent.service.service import Service
 
+    if args.housekeeping_s is not None:
+        import agent.service.service as service_module
+
+        service_module.IDLE_WAIT_S = service_module.HOUSEKEEPING_S = args.housekeeping_s
     cfg = load_config_or_exit(args.config)
     if cfg is None:
         return 2
