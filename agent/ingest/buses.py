@@ -56,6 +56,7 @@ def open_bus(setup: BusSetup) -> Any:
     return can.Bus(interface=cfg.interface, channel=cfg.channel, **kwargs)
 
 
+BACKLOG_S = 120.0          # how far behind the bus a late reader's frames may be dated
 ERROR_LOG_EVERY_S = 10.0   # bus-off / error frames: logged at most this often, always counted
 OVERRUN_EVERY_S = 10.0     # a bus.overrun record at most this often per bus
 
@@ -132,8 +133,8 @@ class BusLink:
         # The driver's receive timestamp (kernel time on SocketCAN) moved onto the
         # monotonic clock: a reader that got the CPU late must not look like a gap on the
         # bus. The wall-to-monotonic offset is read every 64 frames, and at once when a
-        # timestamp is not within a second of the last reading; a bogus or jumped
-        # timestamp falls back to "now".
+        # timestamp is not within a second of the last reading; a timestamp in the future
+        # or older than BACKLOG_S (bogus, or the wall clock jumped) falls back to "now".
         self._since_clock += 1
         t = msg.timestamp - self._offset
         if self._since_clock >= 64 or not self._last_t - 1.0 < t <= self._clock_at + 1.0:
@@ -141,7 +142,7 @@ class BusLink:
             now = self._clock_at = time.monotonic()
             self._offset = time.time() - now
             t = msg.timestamp - self._offset
-            if not now - 1.0 < t <= now:
+            if not now - BACKLOG_S < t <= now + 0.001:
                 t = now
         if t < self._last_t:  # the clock offset jitters by microseconds: keep time monotonic
             t = self._last_t

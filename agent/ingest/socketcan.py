@@ -33,6 +33,7 @@ import select
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -247,25 +248,29 @@ class BcmBus:
             raise can.CanInitializationError(
                 f"CAN_BCM on {channel}: {exc.strerror or exc}{hint}", exc.errno) from exc
         self._sockets = [self.bcm, self.errors]
+        self._ready: deque[can.Message | Silence] = deque()
 
     def fileno(self) -> int:
         assert self.bcm is not None
         return self.bcm.fileno()
 
     def recv(self, timeout: float | None = None) -> can.Message | Silence | None:
+        if self._ready:
+            return self._ready.popleft()
         try:
             item = self._read(self.bcm, socket.MSG_DONTWAIT)
-            if item is not None:
-                return item
-            ready, _, _ = select.select(self._sockets, [], [], timeout)
-            for sock in ready:
-                item = self._read(sock, socket.MSG_DONTWAIT)
-                if item is not None:
-                    return item
+            if item is None:
+                ready, _, _ = select.select(self._sockets, [], [], timeout)
+                for sock in ready:
+                    item = self._read(sock, socket.MSG_DONTWAIT)
+                    if item is not None:
+                        break
+            if isinstance(item, Silence):
+                self._date(item)
         except OSError as error:  # interface down or gone: the link reopens
             raise can.CanOperationError(f"Failed to receive: {error.strerror}",
                                         error.errno) from error
-        return None
+        return item
 
     def _read(self, sock: Any, flags: int) -> can.Message | Silence | None:
         try:
@@ -286,6 +291,25 @@ class BcmBus:
                 self.silences += 1
                 return Silence(op.key, time.time())
         return None
+
+    def _date(self, silence: Silence) -> None:
+        """A kernel timeout carries no time; read late (a backlog), the time it is read
+        would put it after frames the kernel received before it. Whatever the queue holds
+        behind it came later, so the first frame among that dates it (and the silences
+        between) at the latest; those items are handed out next, in order."""
+        after: list[can.Message | Silence] = []
+        while True:
+            item = self._read(self.bcm, socket.MSG_DONTWAIT)
+            if item is None:
+                break
+            after.append(item)
+            if item.__class__ is not Silence:
+                silence.timestamp = min(silence.timestamp, item.timestamp)
+                break
+        for other in after:
+            if other.__class__ is Silence:
+                other.timestamp = min(other.timestamp, silence.timestamp)
+        self._ready.extend(after)
 
     def kernel_frames(self) -> int | None:
         """Frames of the mapped ids the kernel received on this socket (its op counters)."""

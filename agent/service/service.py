@@ -267,13 +267,17 @@ class Service:
         poll = self.inline.poll if self.inline is not None else None
         next_housekeeping = 0.0
         while not self._stop.is_set():
+            behind = False
             if poll is not None:
                 item = poll(IDLE_WAIT_S)
                 n = 0
                 while item is not None:  # what is waiting, then back to housekeeping
                     feed(0, item[0], item[1])
                     n += 1
-                    item = poll(0.0) if n < INLINE_BATCH else None
+                    if n >= INLINE_BATCH:
+                        behind = True
+                        break
+                    item = poll(0.0)
                 self.frames_fed += n
             else:
                 try:
@@ -288,13 +292,19 @@ class Service:
                         feed(idx, msg, t)
                         n += 1
                     self.frames_fed += n
+                    behind = not frames.empty()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
-                self._housekeeping(now)
+                self._housekeeping(now, behind)
 
-    def _housekeeping(self, now: float) -> None:
-        self.pipeline.advance(now)
+    def _housekeeping(self, now: float, behind: bool = False) -> None:
+        # Data time moves to "now" only once the frames received before now are in: while
+        # the agent works off a backlog (a slow core, a stall), freshness and monitor ticks
+        # stay at the time of the last frame, or every message would look stale.
+        pipeline = self.pipeline
+        if not behind or pipeline.now is None:
+            pipeline.advance(now)
         commands = self.commands
         while not commands.empty():
             name, payload = commands.get_nowait()
