@@ -154,3 +154,17 @@ def test_a_kernel_silence_makes_signals_stale_like_a_polled_timeout() -> None:
     # give or take how late the notice was read (4 ms here).
     for a, b in zip(polled, reported, strict=True):
         assert a[2] <= b[2]
+
+
+def test_an_error_frame_whose_class_bits_equal_a_mapped_id_is_not_data() -> None:
+    """Bus-off + transceiver error (class 0x050) must not be decoded as ACU_CrashSts."""
+    from agent.ingest.decoder import FrameDecoder
+
+    setup = agent_config.load(ROOT / "config" / "bench.toml").buses[0]
+    assert 0x050 in setup.plans
+    decoder = FrameDecoder(setup)
+    err = can.Message(arbitration_id=0x050, is_extended_id=False, is_error_frame=True,
+                      data=bytes([0xFF] * 8))
+    assert decoder.decode(err, 1.0) is None
+    assert decoder.counters.error_frames == 1 and decoder.counters.decoded == 0
+    assert decoder.messages[0x050].seen is None      # not "fresh" either

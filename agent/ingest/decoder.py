@@ -81,8 +81,11 @@ class FrameDecoder:
             else:
                 c.unmapped += 1
             return None
-        if msg.is_remote_frame:
-            c.remote_frames += 1
+        if msg.is_remote_frame or msg.is_error_frame:  # an error frame's id is its class
+            if msg.is_error_frame:
+                c.error_frames += 1
+            else:
+                c.remote_frames += 1
             return None
         data = msg.data
         n = ms.length
