@@ -1,16 +1,19 @@
 """Ingest speed: the agent's pipeline next to a plain cantools decode loop, same frames.
 
-Figures (CPU time, best of N runs, same process, same trace):
+Figures (same trace for both sides):
   offline   plain ``db.decode_message`` loop   vs  the analyze pipeline (all monitors,
-            signed records into an in-memory journal)
-  command   ``icv-agent analyze`` end to end   vs  a plain script: LogReader + decode
+            signed records into an in-memory journal); CPU, best of N, same process
+  command   ``icv-agent analyze`` end to end   vs  a plain script: LogReader + decode;
+            wall time, best of N
   live      python-can ``recv`` + decode loop  vs  the real agent service
             (``Service(cfg).run()``, as ``icv-agent run``: one bus, polled by the pipeline
             thread, housekeeping every 50 ms), each in its own process with the trace
-            played into it in real time on python-can's virtual bus; CPU of the receiving
-            thread over the replay window (median of N runs), idle housekeeping included
+            played into it on python-can's virtual bus, in real time and in one burst; CPU
+            of the receiving thread over the replay window, idle housekeeping included;
+            median of N runs
 
-``--profile`` adds one more agent run under cProfile and prints its hot spots.
+``--breakdown`` times each piece of the live loop per call; ``--profile`` adds one more
+agent run under cProfile and prints its hot spots (why a target is missed).
 """
 
 from __future__ import annotations
