@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import queue
 import signal
@@ -37,8 +38,12 @@ from agent.timefmt import iso_ms
 log = logging.getLogger(__name__)
 
 STATE_DB = "state.db"
-IDLE_WAIT_S = 0.05
-HOUSEKEEPING_S = 0.05     # freshness, ticks, commands, health: this often, not per frame
+# Housekeeping (freshness of polled buses, monitor ticks, commands, health, watchdog) when
+# no frame comes: a quiet bus, or a BCM socket where the kernel keeps unchanged frames away.
+# While frames come, the pipeline ticks on their data time every TICK_S anyway, so a slow
+# idle period costs no detection, only a quiet gateway's wake-ups (20/s cost more than all
+# the change notices of a drive). Commands wait at most this long.
+HOUSEKEEPING_S = 0.5
 STATUS_EVERY_S = 5.0
 INLINE_BATCH = 512        # frames read before the loop looks at the clock again
 BACKLOG_LIMIT = 50_000    # queued frames beyond which the watchdog is no longer fed
@@ -266,10 +271,14 @@ class Service:
         feed = self.pipeline.feed
         poll = self.inline.poll if self.inline is not None else None
         next_housekeeping = 0.0
+        # Never slower than the systemd watchdog or the health records ask for.
+        period = min(HOUSEKEEPING_S, self.cfg.health.interval_s,
+                     self._watchdog_every if self._watchdog_every is not None else math.inf)
         while not self._stop.is_set():
             behind = False
+            wait = min(period, max(0.0, next_housekeeping - time.monotonic()))
             if poll is not None:
-                item = poll(IDLE_WAIT_S)
+                item = poll(wait)
                 n = 0
                 while item is not None:  # what is waiting, then back to housekeeping
                     feed(0, item[0], item[1])
@@ -281,8 +290,9 @@ class Service:
                 self.frames_fed += n
             else:
                 try:
-                    idx, msg, t = frames.get(timeout=IDLE_WAIT_S)
-                except queue.Empty:  # idle: once per IDLE_WAIT_S, not per frame
+                    idx, msg, t = frames.get(timeout=wait) if wait > 0 else \
+                        frames.get_nowait()
+                except queue.Empty:  # idle: once per housekeeping, not per frame
                     pass
                 else:
                     feed(idx, msg, t)
@@ -295,7 +305,7 @@ class Service:
                     behind = not frames.empty()
             now = time.monotonic()
             if now >= next_housekeeping:
-                next_housekeeping = now + HOUSEKEEPING_S
+                next_housekeeping = now + period
                 self._housekeeping(now, behind)
 
     def _housekeeping(self, now: float, behind: bool = False) -> None:
