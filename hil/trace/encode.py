@@ -16,7 +16,11 @@ from agent.ingest.mapping import Binding
 from agent.ingest.setup import BusSetup, MessagePlan
 from agent.signals import CATALOGUE, FLOAT
 
-COUNTER = re.compile(r"(alive|alv|counter|_cnt|rollingcounter|rc$|rc_|msgcntr)", re.I)
+# Alive / rolling counters by their usual names (AliveCntr, AlvRC, AlvRlngCtr, ...Counter,
+# MsgCntr, an upper-case RC token); not any name that merely contains "alv" or ends in
+# "rc" (MG's LDWLKALVsulznReq is a display request, DMS_EyeClsrPerc a percentage).
+COUNTER = re.compile(r"(?i:alive_?c(?:ou)?nt|alv_?rc|alvrlngctr|counter(?:$|_)|msgcntr|"
+                     r"rollingcounter|_cnt$|cntr$)|RC(?=_|HSC|$)")
 DEFAULT_CYCLE_S = 0.1
 
 
