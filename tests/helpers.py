@@ -153,3 +153,21 @@ class ChildLines:
                 self.lines.append(line)
         if not self._thread.is_alive() and self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def feed_trace(pipeline: Any, cfg: Any, trace: Any) -> float:
+    """Every frame of ``trace`` through ``pipeline`` on its trace time, as ``analyze``
+    does, then the input ends; returns the last frame's time."""
+    from agent.ingest.trace import ChannelRouter, read_trace
+
+    router = ChannelRouter(cfg.buses)
+    last = None
+    for msg in read_trace(trace):
+        idx = router.route(msg.channel)
+        if idx is not None:
+            last = msg.timestamp
+            pipeline.feed(idx, msg, last)
+    assert last is not None, f"{trace}: no frame for the configured buses"
+    pipeline.advance(last)
+    pipeline.stop(last)
+    return last

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from agent import config as agent_config
-from agent.ingest.trace import ChannelRouter, read_trace
 from agent.monitors import ALL
 from agent.monitors.stats import OPEN_KEY
 from agent.pipeline import Pipeline, TimeBase
 from hil.trace.scenario import generate, load_scenario
+from tests.helpers import feed_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted([*(ROOT / "tests" / "scenarios").glob("*.toml"),
@@ -48,16 +48,7 @@ def run(path: Path, tmp: Path) -> Sink:
     generate(cfg, sc, trace)
     sink = Sink()
     pipeline = Pipeline(cfg, sink, TimeBase("trace"), ALL)
-    router = ChannelRouter(cfg.buses)
-    last = None
-    for msg in read_trace(trace):
-        idx = router.route(msg.channel)
-        if idx is not None:
-            last = msg.timestamp
-            pipeline.feed(idx, msg, last)
-    assert last is not None
-    pipeline.advance(last)
-    pipeline.stop(last)
+    feed_trace(pipeline, cfg, trace)
     return sink
 
 

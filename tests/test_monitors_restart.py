@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
-from agent.ingest.trace import ChannelRouter, read_trace
 from agent.journal.statedb import StateDB
 from agent.monitors import ALL
 from agent.pipeline import Pipeline, TimeBase
@@ -21,6 +20,7 @@ from agent.records.keys import DeviceKey
 from agent.records.verify import verify_records
 from agent.timefmt import parse_iso
 from hil.trace.scenario import generate, load_scenario
+from tests.helpers import feed_trace
 from tests.record_schema import assert_valid_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,16 +95,7 @@ def run(db_path: Path, log: Path) -> list[dict[str, Any]]:
     recorder = Recorder(db, RecordChain(db, KEY, cfg.vehicle.vin), timebase.utc,
                         timebase.source, deliver=records.extend)
     pipeline = Pipeline(cfg, recorder, timebase, ALL)
-    router = ChannelRouter(cfg.buses)
-    last = None
-    for msg in read_trace(log):
-        idx = router.route(msg.channel)
-        if idx is not None:
-            last = msg.timestamp
-            pipeline.feed(idx, msg, last)
-    assert last is not None
-    pipeline.advance(last)
-    pipeline.stop(last)
+    feed_trace(pipeline, cfg, log)
     db.close()
     for rec in records:
         assert_valid_record(rec)
