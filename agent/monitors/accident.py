@@ -271,6 +271,9 @@ class InUse:
         return None if self.last is None else t - self.last
 
 
+DEADLINE_SLACK_S = 1.0
+
+
 class CrashGrouper:
     """Several triggers of one crash are one accident: a trigger before the open accident's
     post-window closed joins it."""
@@ -420,7 +423,9 @@ class AccidentMonitor(Monitor):
             return
         fresh, self.pending = self.pending, []
         deadline = self._deadline(acc)
-        if acc.announced and deadline >= acc.deadline_utc:
+        # Live, utc() reads the wall clock's offset anew each time: the same instant comes
+        # out microseconds apart. Only a real shortening (24 h, a deployment) is news.
+        if acc.announced and deadline > acc.deadline_utc - DEADLINE_SLACK_S:
             self._save(acc)
             return
         first = min(fresh, key=lambda x: (x.t, TRIGGER_ORDER.index(x.kind)))
