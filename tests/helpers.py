@@ -171,3 +171,24 @@ def feed_trace(pipeline: Any, cfg: Any, trace: Any) -> float:
     pipeline.advance(last)
     pipeline.stop(last)
     return last
+
+
+class RecordingSink:
+    """A pipeline sink that keeps records and persisted state in memory (no chain, no
+    journal): what a suite needs to look at the monitors alone."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any], float]] = []
+        self.state: dict[str, Any] = {}
+
+    def record(self, type_: str, data: dict[str, Any], t: float) -> None:
+        self.records.append((type_, data, t))
+
+    def persist(self, key: str, value: Any) -> None:
+        self.state[key] = value
+
+    def load(self, key: str, default: Any = None) -> Any:
+        return self.state.get(key, default)
+
+    def flush(self) -> None:
+        pass

@@ -6,7 +6,6 @@ polled timeout does. (The kernel's side: tests/vcan/test_bcm.py, in the vcan VM.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import can
 import pytest
@@ -17,6 +16,7 @@ from agent.ingest.decoder import Silence
 from agent.ingest.socketcan import DropCounter, content_filters
 from agent.monitors import ALL
 from agent.pipeline import Pipeline, TimeBase
+from tests.helpers import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["bench.toml", "mg.toml", "tesla-model3.toml"]
@@ -103,28 +103,12 @@ def test_drop_counter_accounts_for_every_loss_and_where_it_lay() -> None:
     assert drops.take() == ((0xFFFFFFFF - 9) + 4, 13.0, 15.0)
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any], float]] = []
-        self.state: dict[str, Any] = {}
-
-    def record(self, type_: str, data: dict[str, Any], t: float) -> None:
-        self.records.append((type_, data, t))
-
-    def persist(self, key: str, value: Any) -> None:
-        self.state[key] = value
-
-    def load(self, key: str, default: Any = None) -> Any:
-        return self.state.get(key, default)
-
-    def flush(self) -> None:
-        pass
 
 
 def stale_records(kernel: bool) -> list[tuple[str, str, float]]:
     """Speed frames for 1 s, then silence: polled (raw, offline) or reported (BCM)."""
     cfg = agent_config.load(ROOT / "config" / "bench.toml")
-    sink = Sink()
+    sink = RecordingSink()
     pipeline = Pipeline(cfg, sink, TimeBase("trace"), ALL)
     pipeline.decoders[0].kernel_freshness = kernel
     key = 0x125

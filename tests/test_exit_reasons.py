@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,7 +14,7 @@ from agent.monitors import ALL
 from agent.monitors.stats import OPEN_KEY
 from agent.pipeline import Pipeline, TimeBase
 from hil.trace.scenario import generate, load_scenario
-from tests.helpers import feed_trace
+from tests.helpers import RecordingSink, feed_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted([*(ROOT / "tests" / "scenarios").glob("*.toml"),
@@ -23,30 +22,14 @@ SCENARIOS = sorted([*(ROOT / "tests" / "scenarios").glob("*.toml"),
                     *(ROOT / "tests" / "vcan" / "data").glob("*.toml")])
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-        self.state: dict[str, Any] = {}
-
-    def record(self, type_: str, data: dict[str, Any], t: float) -> None:
-        self.records.append((type_, data))
-
-    def persist(self, key: str, value: Any) -> None:
-        self.state[key] = value
-
-    def load(self, key: str, default: Any = None) -> Any:
-        return self.state.get(key, default)
-
-    def flush(self) -> None:
-        pass
 
 
-def run(path: Path, tmp: Path) -> Sink:
+def run(path: Path, tmp: Path) -> RecordingSink:
     sc = load_scenario(path)
     cfg = agent_config.load(ROOT / "config" / f"{sc.config}.toml")
     trace = tmp / f"{path.stem}.log"
     generate(cfg, sc, trace)
-    sink = Sink()
+    sink = RecordingSink()
     pipeline = Pipeline(cfg, sink, TimeBase("trace"), ALL)
     feed_trace(pipeline, cfg, trace)
     return sink
@@ -56,9 +39,9 @@ def run(path: Path, tmp: Path) -> Sink:
 def test_period_statistics_count_the_exits_the_records_report(path: Path,
                                                               tmp_path: Path) -> None:
     sink = run(path, tmp_path)
-    reported = Counter(d["exit_reason"] for t, d in sink.records if t == "cda.deactivated")
+    reported = Counter(d["exit_reason"] for t, d, _ in sink.records if t == "cda.deactivated")
     counted: Counter[str] = Counter()
-    quarters = [d for t, d in sink.records if t == "stats.period"
+    quarters = [d for t, d, _ in sink.records if t == "stats.period"
                 and "Q" in str(d.get("period", ""))]
     for totals in [*(q["counts"] for q in quarters),
                    sink.state[OPEN_KEY]["quarter"]["counts"]]:
@@ -90,11 +73,11 @@ def test_a_crash_is_announced_as_often_live_as_offline(name: str, tmp_path: Path
     """A second ``accident.trigger`` is an update only when the deadline really shortens;
     a clock offset read a few microseconds apart is no news."""
     path = ROOT / "tests" / "scenarios" / f"{name}.toml"
-    offline = [d for t, d in run(path, tmp_path).records if t == "accident.trigger"]
+    offline = [d for t, d, _ in run(path, tmp_path).records if t == "accident.trigger"]
     sc = load_scenario(path)
     cfg = agent_config.load(ROOT / "config" / f"{sc.config}.toml")
-    sink = Sink()
+    sink = RecordingSink()
     feed_trace(Pipeline(cfg, sink, DriftingClock(), ALL), cfg, tmp_path / f"{path.stem}.log")
-    live = [d for t, d in sink.records if t == "accident.trigger"]
+    live = [d for t, d, _ in sink.records if t == "accident.trigger"]
     assert [d["update"] for d in live] == [d["update"] for d in offline]
     assert [d["trigger"] for d in live] == [d["trigger"] for d in offline]

@@ -214,8 +214,8 @@ def _filter_frame(frame_id: int, ext: bool, fd: bool, bits: int, length: int) ->
 class BcmBus:
     """Mapped messages through the broadcast manager: changes and silences, not frames.
 
-    Has the surface of a python-can bus that the agent uses (``recv``, ``shutdown``,
-    ``fileno``); ``recv`` returns a ``can.Message`` for a change or error frame and a
+    Has the surface of a python-can bus that the agent uses (``recv``, ``shutdown``);
+    ``recv`` returns a ``can.Message`` for a change or error frame and a
     :class:`Silence` for a receive timeout."""
 
     def __init__(self, channel: str, filters: Iterable[ContentFilter], *, fd: bool = False,
@@ -249,10 +249,6 @@ class BcmBus:
                 f"CAN_BCM on {channel}: {exc.strerror or exc}{hint}", exc.errno) from exc
         self._sockets = [self.bcm, self.errors]
         self._ready: deque[can.Message | Silence] = deque()
-
-    def fileno(self) -> int:
-        assert self.bcm is not None
-        return self.bcm.fileno()
 
     def recv(self, timeout: float | None = None) -> can.Message | Silence | None:
         if self._ready:

@@ -174,6 +174,7 @@ class Journal:
         # What take_evictions() handed out in the transaction not yet known to be
         # committed: given back by hold() when that commit fails.
         self._taken: dict[str, int] | None = None
+        self._taken_reserve = 0
         self._prune_at = 0.0
         self.reserve = Reserve(db.path.with_name("journal.reserve") if db.path else None,
                                int(self.config.reserve_mb * 1024 * 1024))
@@ -219,6 +220,7 @@ class Journal:
         conn.execute("DELETE FROM kv WHERE key=?", (EVICTIONS_KEY,))
         self._evictions_pending = False
         self._taken = dict(self._held_dropped)
+        self._taken_reserve = 0
         if self._held_dropped:
             tally = tally or _empty_tally()
             tally["unstored"] = dict(self._held_dropped)
@@ -226,7 +228,7 @@ class Journal:
         if self.reserve.used_unreported:
             tally = tally or _empty_tally()
             tally["reserve_used"] = self.reserve.used_unreported
-            self._taken["\0reserve"] = self.reserve.used_unreported
+            self._taken_reserve = self.reserve.used_unreported
             self.reserve.used_unreported = 0
         return tally
 
@@ -336,7 +338,7 @@ class Journal:
         self.write_failures += 1
         if self._taken is not None:  # the tally went down with the transaction: keep it
             self._evictions_pending = self.db.get(EVICTIONS_KEY) is not None
-            self.reserve.used_unreported += self._taken.pop("\0reserve", 0)
+            self.reserve.used_unreported += self._taken_reserve
             for t, n in self._taken.items():
                 self._held_dropped[t] = self._held_dropped.get(t, 0) + n
             self._taken = None
