@@ -69,6 +69,9 @@ class EcuConfig:
     rxid: int = 0                          # ECU -> tester (response id)
     source_address: int = 0xF1             # normal_fixed_29bit: tester address
     target_address: int = 0                # normal_fixed_29bit: ECU address
+    # Functionally addressed requests (85, 28, 3E to every ECU of the bus): the 11/29-bit
+    # request id; normal_fixed_29bit uses ISO 15765-4's 0x18DB.... with target_address.
+    functional_id: int = 0x7DF
     can_fd: bool = False
     bitrate_switch: bool = False
     tx_data_length: int = 8                # 8, or up to 64 with can_fd
@@ -141,6 +144,10 @@ def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = 
                 add(key, f"must be 0x1..0x{limit:X} for {ecu.addressing}")
         if ecu.txid == ecu.rxid:
             add("rxid", "must differ from txid")
+        if not 0 < ecu.functional_id <= limit:
+            add("functional_id", f"must be 0x1..0x{limit:X} for {ecu.addressing}")
+        elif ecu.functional_id in (ecu.txid, ecu.rxid):
+            add("functional_id", "must differ from txid and rxid")
     valid_lengths = (8, 12, 16, 20, 24, 32, 48, 64) if ecu.can_fd else (8,)
     if ecu.tx_data_length not in valid_lengths:
         add("tx_data_length", f"must be one of {valid_lengths}"
