@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.records.keys import load_public_key, public_pem
 from hil.benchconfig import bench_config, ecu_entries, uplink_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
                         str(cfg)], check=True, stdout=subprocess.DEVNULL)
         vehicle_keys = out / "vehicle-keys"
         vehicle_keys.mkdir()
-        shutil.copy(out / "state" / "device.key", vehicle_keys / f"{VIN}.pem")
+        # The backend gets the public key only: the private one never leaves the vehicle.
+        public = load_public_key(out / "state" / "device.key")
+        (vehicle_keys / f"{VIN}.pem").write_text(public_pem(public))
 
         say("bench backend: shared subscription, verifies signatures, chain and gaps")
         bcert = pki.client("icv-backend")

@@ -43,8 +43,9 @@ for line in open(sys.argv[1]):
     print(f"#{r['seq']:<3} {r['ts']}  {r['type']:<22} {data}")
 PY
 
-step "verify the records"
-icv-agent verify "$OUT/records.jsonl" --pubkey "$KEY"
+step "verify the records (with the public key only, as a backend would)"
+icv-agent keys public --config "$CONFIG" > "$OUT/device.pub.pem"
+icv-agent verify "$OUT/records.jsonl" --pubkey "$OUT/device.pub.pem"
 
 step "the accident report draft (Att.3 一) from those records"
 ACC=$(python3 -c 'import json,sys; print(next(json.loads(l)["data"]["accident_id"] for l in open(sys.argv[1]) if "accident.record" in l))' "$OUT/records.jsonl")
