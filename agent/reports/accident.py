@@ -96,17 +96,47 @@ def _lines(value: Any, indent: str, to_fill: set[str], path: str) -> list[str]:
             continue
         if here in to_fill or item in (None, "", [], {}):
             shown = "—  (to fill)" if here in to_fill else "—"
+        elif isinstance(item, list) and any(isinstance(x, dict) for x in item):
+            out.append(f"{indent}{key}:")
+            out += [f"{indent}  - {_inline(x)}" for x in item]
+            continue
         else:
-            shown = str(item)
+            shown = _inline(item)
         out.append(f"{indent}{key}: {shown}")
     return out
+
+
+def _inline(item: Any) -> str:
+    """One value as a person reads it: ``a=1, b=2`` for a table, ``x, y`` for a list."""
+    if isinstance(item, dict):
+        return ", ".join(f"{k}={_inline(v)}" for k, v in item.items())
+    if isinstance(item, list):
+        return ", ".join(_inline(x) for x in item)
+    return str(item)
+
+
+def _trigger_line(triggers: Any) -> str:
+    """``restraint +0.000 s, delta_v +0.027 s (2026-...Z)``: each trigger with its offset
+    from the first, the first one's time once."""
+    if not isinstance(triggers, list) or not triggers:
+        return "triggers: —"
+    parts = []
+    for t in triggers:
+        if isinstance(t, dict):
+            at = t.get("at_s")
+            parts.append(f"{t.get('trigger')} +{at:.3f} s" if isinstance(at, (int, float))
+                         else str(t.get("trigger")))
+        else:
+            parts.append(str(t))
+    first = triggers[0].get("ts") if isinstance(triggers[0], dict) else None
+    return "triggers: " + ", ".join(parts) + (f" (first at {first})" if first else "")
 
 
 def accident_text(report: dict[str, Any]) -> str:
     to_fill = set(report.get("to_fill", []))
     lines = [f"事故报告 (Att.3 一) draft — accident {report['accident_id']}",
              f"status: {report['status']}; report due by {report['report_deadline']}",
-             f"triggers: {report.get('triggers')}"]
+             _trigger_line(report.get("triggers"))]
     for key, title in SECTIONS:
         section = report.get(key)
         if not isinstance(section, dict):
