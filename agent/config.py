@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.journal.settings import JournalConfig
+from agent.journal.settings import JournalConfig, check_journal
 from agent.keyfiles import key_file_exposed
 from agent.model import ConfigError, Problems, build, read_toml
 from agent.monitors.settings import LimitsConfig
@@ -192,6 +192,7 @@ def load(path: str | Path) -> AgentConfig:
             cfg.buses.append(setup)
     _check_ota(cfg, path, problems)
     _check_uplink(cfg, path, problems)
+    check_journal(cfg.journal, path, problems)
     if not VIN.match(cfg.vehicle.vin):
         problems.add(path, "vehicle.vin", f"{cfg.vehicle.vin!r} is not a VIN "
                      "(17 characters, A-Z and 0-9)")

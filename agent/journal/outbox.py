@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 RESEND_LANE = 5                     # archived records asked for again: after all live data
 LANES = (0, 1, 2, 3, 4, RESEND_LANE)
 EVICTABLE = (RESEND_LANE, 4, 3, 2)  # lowest priority first; lanes 0-1 are never evicted
+EVENT_LANE = 2                      # the event records of the storage floor
 ACCIDENT_KEEP_S = 72 * 3600.0       # archive: past the 24 h / 48 h report deadlines
 MAX_RESEND = 10_000                 # records one records.resend may queue
 EVICTIONS_KEY = "journal.evictions"
@@ -58,7 +59,7 @@ MAX_RANGES = 500                    # seq ranges kept in one eviction tally
 
 _PREFIX_LANES = {
     "cda": 2, "driver": 2, "safety": 2, "selfcheck": 2,
-    "ota": 3, "ecu": 3,
+    "ota": 3, "ecu": 3, "security": 3,
 }
 
 SCHEMA = (
@@ -94,6 +95,15 @@ SCHEMA = (
         WHERE lane = OLD.lane;
     END""",
 )
+
+
+_EVENT_SQL = "(" + " OR ".join(f"type LIKE '{prefix}.%'" for prefix, lane in
+                              sorted(_PREFIX_LANES.items()) if lane == 2) + ")"
+# What the archive pruning never deletes (parameters from Journal._archive_floors).
+_FLOOR_SQL = (f"({_EVENT_SQL} AND seq >= ?) OR (type LIKE 'accident.%' AND (seq >= ? OR "
+              "json_extract(CAST(payload AS TEXT), '$.data.accident_id') IN "
+              "(SELECT value FROM json_each(?))))")
+MAX_SEQ = 2 ** 62
 
 
 def lane_of(type_: str) -> int:
@@ -168,6 +178,7 @@ class Journal:
         self.evicted = 0
         self.over_quota = 0             # lane 0-1 records stored beyond the quota
         self.write_failures = 0         # failed commits (disk full and the like)
+        self.floor_held = 0             # evictions the event floor stopped
         self._evictions_pending = db.get(EVICTIONS_KEY) is not None
         self._held: deque[Any] = deque()
         self._held_dropped: dict[str, int] = {}
@@ -274,18 +285,22 @@ class Journal:
             return gone
 
     def _prune_archive(self, conn: sqlite3.Connection, now: float) -> None:
-        """Keep the archive within its age and size; accidents until their window closed."""
+        """Keep the archive within its age and size; accidents until their window closed,
+        and the storage floors always: the newest ``floor_events`` event records, the
+        newest ``floor_accidents`` accidents, and every locked accident."""
         self._prune_at = now + 10.0
         keep_accidents = now - ACCIDENT_KEEP_S
+        kept = "NOT (" + _FLOOR_SQL + ")"
+        floors = self._archive_floors(conn)
         conn.execute("DELETE FROM sent WHERE acked_at < ? AND (type NOT LIKE 'accident.%' "
-                     "OR acked_at < ?)", (now - self.config.archive_days * 86400.0,
-                                          keep_accidents))
+                     f"OR acked_at < ?) AND {kept}",
+                     (now - self.config.archive_days * 86400.0, keep_accidents, *floors))
         over = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM sent").fetchone()[0]) \
             - int(self.config.archive_mb * 1024 * 1024)
         while over > 0:
             rows = conn.execute(
-                "SELECT seq, size FROM sent WHERE type NOT LIKE 'accident.%' OR acked_at < ? "
-                "ORDER BY seq LIMIT 256", (keep_accidents,)).fetchall()
+                "SELECT seq, size FROM sent WHERE (type NOT LIKE 'accident.%' OR acked_at < ?) "
+                f"AND {kept} ORDER BY seq LIMIT 256", (keep_accidents, *floors)).fetchall()
             if not rows:
                 return
             chosen = []
@@ -295,6 +310,28 @@ class Journal:
                 if over <= 0:
                     break
             conn.executemany("DELETE FROM sent WHERE seq=?", chosen)
+
+    def _archive_floors(self, conn: sqlite3.Connection) -> tuple[int, int, str]:
+        """Parameters of ``_FLOOR_SQL``: the oldest protected event seq, the oldest seq of
+        the protected accidents, the locked accident ids (JSON)."""
+        n = max(self.config.floor_events, 0)
+        row = conn.execute(f"SELECT seq FROM sent WHERE {_EVENT_SQL} ORDER BY seq DESC "
+                           "LIMIT 1 OFFSET ?", (n - 1,)).fetchone() if n else None
+        event_seq = int(row[0]) if row else (0 if n else MAX_SEQ)
+        accidents: dict[str, int] = {}
+        locked: list[str] = []
+        for seq, acc, lock, edr_lock in conn.execute(
+                "SELECT seq, json_extract(CAST(payload AS TEXT), '$.data.accident_id'), "
+                "json_extract(CAST(payload AS TEXT), '$.data.locked'), "
+                "json_extract(CAST(payload AS TEXT), '$.data.edr.locked') "
+                "FROM sent WHERE type LIKE 'accident.%' ORDER BY seq DESC"):
+            key = str(acc if acc is not None else f"seq:{seq}")
+            if key in accidents or len(accidents) < self.config.floor_accidents:
+                accidents[key] = seq
+            if (lock == 1 or edr_lock == 1) and key not in locked:
+                locked.append(key)
+        accident_seq = min(accidents.values()) if accidents else MAX_SEQ
+        return event_seq, accident_seq, json.dumps(locked)
 
     def resend(self, first: int, last: int) -> tuple[int, list[list[int]]]:
         """Queue archived records ``first..last`` again, in the resend lane (after all live
@@ -392,10 +429,15 @@ class Journal:
         for victim_lane in EVICTABLE:
             if victim_lane < max(lane, 2):
                 break
-            while need > 0:
+            # The event floor: an accident may push out event records only down to the
+            # newest ``floor_events``; an event record replaces the oldest one of its lane.
+            spare = (self._lane_count(conn, EVENT_LANE) - self.config.floor_events
+                     if victim_lane == EVENT_LANE and lane < EVENT_LANE else None)
+            while need > 0 and (spare is None or spare > 0):
+                limit = 256 if spare is None else min(256, spare)
                 rows = conn.execute(
                     "SELECT id, lane, seq, type, size FROM outbox WHERE lane=? "
-                    "ORDER BY seq LIMIT 256", (victim_lane,)).fetchall()
+                    "ORDER BY seq LIMIT ?", (victim_lane, limit)).fetchall()
                 if not rows:
                     break
                 chosen = []
@@ -405,6 +447,9 @@ class Journal:
                     if need <= 0:
                         break
                 conn.executemany("DELETE FROM outbox WHERE id=?", [(r[0],) for r in chosen])
+                if spare is not None:
+                    spare -= len(chosen)
+                    self.floor_held += spare <= 0
                 if victim_lane != RESEND_LANE:  # copies: the archive still has them
                     self._tally(conn, chosen)
             if need <= 0:
@@ -416,6 +461,11 @@ class Journal:
             log.error("journal over quota by %d bytes with only accident records left; "
                       "storing lane %d anyway (%d such stores)", need, lane, self.over_quota)
         return True
+
+    @staticmethod
+    def _lane_count(conn: sqlite3.Connection, lane: int) -> int:
+        row = conn.execute("SELECT count FROM outbox_lane WHERE lane=?", (lane,)).fetchone()
+        return int(row[0]) if row else 0
 
     def _tally(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         row = conn.execute("SELECT value FROM kv WHERE key=?", (EVICTIONS_KEY,)).fetchone()

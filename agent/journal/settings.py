@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -24,3 +28,40 @@ class JournalConfig:
     # age; accident records are kept at least until their report window has closed.
     archive_mb: float = 16.0
     archive_days: float = 7.0
+    # Storage floors (GB 44497 Type I as the design model: >= 5 collision events and
+    # >= 2,500 timestamp events). The journal keeps room for this many accidents (lanes
+    # 0-1, never evicted) and this many event records (lane 2: the newest ones are never
+    # evicted for another lane's record, nor pruned from the archive of sent records).
+    floor_accidents: int = 5
+    floor_events: int = 2500
+    # What one accident (its accident.trigger records plus its accident.record) and one
+    # event record take, in payload bytes, for sizing the floors. Measured over the 42
+    # scenarios (docs/journal.md "Storage floors"): the largest accident 7,879 B (two
+    # triggers of 802 B and a record of 6,275 B), the largest event record 989 B. The
+    # defaults add a margin (x4 for accidents: a live window holds far more samples than
+    # a scenario's; x1.5 for events). Raise them from a vehicle's own measured records.
+    accident_bytes: int = 32768
+    event_bytes: int = 1536
+
+
+def floor_bytes(cfg: JournalConfig) -> int:
+    """Payload bytes the floors need: what ``quota_mb`` must at least hold."""
+    return cfg.floor_accidents * cfg.accident_bytes + cfg.floor_events * cfg.event_bytes
+
+
+def check_journal(cfg: JournalConfig, path: Path | str, problems: Any) -> None:
+    """Refuse a quota that cannot hold the floors (and a reserve too small for one accident)."""
+    for name in ("floor_accidents", "floor_events", "accident_bytes", "event_bytes"):
+        if getattr(cfg, name) < 0:
+            problems.add(path, f"journal.{name}", "must be 0 or more")
+    need = floor_bytes(cfg)
+    if cfg.quota_mb * MIB < need:
+        problems.add(path, "journal.quota_mb",
+                     f"{cfg.quota_mb:g} MiB cannot hold the storage floors: "
+                     f"{cfg.floor_accidents} accidents x {cfg.accident_bytes} B + "
+                     f"{cfg.floor_events} event records x {cfg.event_bytes} B = "
+                     f"{need / MIB:.2f} MiB (raise quota_mb)")
+    if 0 < cfg.reserve_mb * MIB < cfg.accident_bytes:
+        problems.add(path, "journal.reserve_mb",
+                     f"{cfg.reserve_mb:g} MiB is less than one accident "
+                     f"({cfg.accident_bytes} B): on a full disk it could not take one")
