@@ -13,7 +13,8 @@ import os
 import sys
 
 FAMILIES = [
-    "agent.ingest.cli",      # check-config, analyze
+    "agent.ingest.cli",      # check-config
+    "agent.analyze",         # analyze
     "agent.ingest.skeleton", # mapping skeleton
     "agent.records.cli",     # keys, verify
     "agent.service.cli",     # run

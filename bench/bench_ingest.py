@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from common import AgentChild, fmt_runs, median, replay_realtime, thread_cpu_s  # noqa: E402
 
 from agent import config as agent_config  # noqa: E402
-from agent.ingest.cli import offline_recorder  # noqa: E402
+from agent.analyze import offline_recorder  # noqa: E402
 from agent.monitors import ALL  # noqa: E402
 from agent.pipeline import Pipeline, TimeBase  # noqa: E402
 from hil.benchconfig import bench_config  # noqa: E402

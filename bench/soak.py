@@ -491,7 +491,7 @@ def fuzz(tmp: Path, frames: int, rng: random.Random) -> Figures:
     import can
 
     from agent import config as agent_config
-    from agent.ingest.cli import offline_recorder
+    from agent.analyze import offline_recorder
     from agent.monitors import ALL
     from agent.pipeline import Pipeline, TimeBase
     from hil.benchconfig import bench_config
