@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.model import ConfigError, Problems, build, read_toml
+from agent.ota.recipe import FlashStep, check_steps, default_flash, default_restore
 from agent.ota.uptane.settings import UptaneConfig
 
 
@@ -101,6 +102,13 @@ class EcuConfig:
     budget: StepBudgets = field(default_factory=StepBudgets)
     can_restore: bool = False              # second bank: previous image can be re-activated
     version_dids: list[str] = field(default_factory=lambda: list(DEFAULT_VERSION_DIDS))
+    # TesterPresent while idle in a non-default session: to this ECU, or functionally to
+    # every ECU of the bus (keeps the ones a recipe silenced with 28/85 in their session).
+    tester_present_functional: bool = False
+    # The programming sequence (agent.ota.recipe); defaults: the bench ECUs'.
+    flash: list[FlashStep] = field(default_factory=default_flash)
+    after: list[FlashStep] = field(default_factory=list)
+    restore: list[FlashStep] = field(default_factory=default_restore)
 
     @property
     def dids(self) -> list[int]:
@@ -158,11 +166,12 @@ def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = 
         add("blocksize", "must be 0..255")
     if not 1 <= ecu.security_level <= 0x7D or ecu.security_level % 2 == 0:
         add("security_level", "must be an odd seed level 0x01..0x7D")
-    from agent.ota.uds.security import KEY_ALGORITHMS
+    from agent.ota.uds.security import known_algorithms
 
-    if ecu.key_algorithm not in KEY_ALGORITHMS:
+    algorithms = known_algorithms()
+    if ecu.key_algorithm not in algorithms:
         add("key_algorithm", f"unknown algorithm {ecu.key_algorithm!r}, known: "
-                             f"{', '.join(sorted(KEY_ALGORITHMS))}")
+                             f"{', '.join(sorted(algorithms))}")
     sources = [k for k in ("security_secret", "security_secret_file", "security_secret_env")
                if getattr(ecu, k)]
     if len(sources) > 1:
@@ -193,6 +202,8 @@ def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = 
                 raise ValueError
         except ValueError:
             add(f"version_dids[{i}]", f"not a 16-bit hex DID: {did!r}")
+    for kind in ("flash", "after", "restore"):
+        check_steps(getattr(ecu, kind), kind, add, algorithms=algorithms, kind=kind)
 
 
 def load_ecu(path: str | Path, table_name: str = "ecu") -> EcuConfig:

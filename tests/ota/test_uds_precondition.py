@@ -26,8 +26,10 @@ def test_violation_mid_transfer_stops_at_a_block_boundary(
     ecu = uds_ecu_config()
     sim = uds_virtual_ecu(ecu)
     image = uds_image(128 * 1024)
-    # 7 checks before the transfer (one per step), then one between blocks: stop after 20.
-    gear = GearAfter(7 + 20)
+    # 8 checks before the transfer (one per recipe step: versions, session, security, two
+    # fingerprint writes, erase, request download, transfer), then one between blocks:
+    # stop after 20.
+    gear = GearAfter(8 + 20)
 
     result = FlashSession(ecu, uds_buses[0], image, UDS_NEW_VERSIONS,
                           precondition=gear).run()

@@ -3,8 +3,8 @@
 One module per concern, like udsoncan: ``connection`` (ISO-TP stack + client, per-step
 deadline), ``security`` (seed/key algorithms), ``versions`` (identification DIDs),
 ``image`` (image trailer), ``steps`` (budgets and retries), ``keepalive`` (TesterPresent),
-``flash`` (``FlashSession``), ``errors`` (typed failures), ``inventory`` (read versions),
-``progress`` (progress bar and record throttle).
+``flash`` (``FlashSession`` runs the ECU's recipe, ``agent.ota.recipe``), ``errors``
+(typed failures), ``inventory`` (read versions), ``progress`` (progress bar and record throttle).
 """
 
 from agent.ota.uds.errors import (
@@ -22,7 +22,7 @@ from agent.ota.uds.errors import (
     UnexpectedResponse,
     VersionMismatch,
 )
-from agent.ota.uds.flash import ROUTINE_ACTIVATE_PREVIOUS, FlashResult, FlashSession
+from agent.ota.uds.flash import FlashResult, FlashSession
 from agent.ota.uds.inventory import read_ecu_versions
 from agent.ota.uds.progress import ProgressBar, ProgressEvery
 from agent.ota.uds.versions import EcuVersions
@@ -31,6 +31,6 @@ __all__ = [
     "ChecksumMismatch", "DependencyCheckFailed", "EcuVersions", "FlashError", "FlashResult",
     "FlashSession", "ImageError", "InvalidResponse", "NegativeResponse",
     "PreconditionViolated", "ProgressBar", "ProgressEvery", "ProtocolError",
-    "ROUTINE_ACTIVATE_PREVIOUS", "RoutineFailed", "StepTimeout", "TransportError",
+    "RoutineFailed", "StepTimeout", "TransportError",
     "UnexpectedResponse", "VersionMismatch", "read_ecu_versions",
 ]

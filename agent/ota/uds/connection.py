@@ -49,6 +49,22 @@ def isotp_address(ecu: EcuConfig, *, server: bool = False) -> isotp.Address:
     return isotp.Address(mode, txid=txid, rxid=rxid)
 
 
+def functional_address(ecu: EcuConfig) -> tuple[isotp.Address, isotp.TargetAddressType]:
+    """Where a functionally addressed request goes: ISO 15765-4's functional id for
+    normal fixed addressing (can-isotp derives it), else the configured ``functional_id``.
+    The receive id is the ECU's response id; the stack that sends is in listen mode."""
+    if ecu.addressing == "normal_fixed_29bit":
+        return isotp_address(ecu), isotp.TargetAddressType.Functional
+    mode = (isotp.AddressingMode.Normal_11bits if ecu.addressing == "normal_11bit"
+            else isotp.AddressingMode.Normal_29bits)
+    return (isotp.Address(mode, txid=ecu.functional_id, rxid=ecu.rxid),
+            isotp.TargetAddressType.Physical)
+
+
+# Linux CAN_ISOTP_SF_BROADCAST: 1-to-N, single frames only, no flow control received.
+_KERNEL_SF_BROADCAST = 0x800
+
+
 def isotp_params(ecu: EcuConfig) -> dict[str, Any]:
     return {
         "stmin": ecu.stmin,
@@ -258,6 +274,51 @@ class EcuLink:
     def open(self) -> EcuLink:
         self.client.open()
         return self
+
+    def send_functional(self, payload: bytes, timeout: float) -> None:
+        """One single-frame request to every ECU of the bus (ISO 14229-1 functional
+        addressing). A stack of its own, in listen mode, so it never answers the ECU's
+        frames with flow control; opened per request, these requests are rare."""
+        address, target = functional_address(self.ecu)
+        if self.ecu.kernel_isotp:
+            sock = isotp.socket(timeout=timeout)
+            sock.set_opts(optflag=_KERNEL_SF_BROADCAST)
+            interface = self.ecu.kernel_interface or (str(self.bus.channel_info)
+                                                      if self.bus else "")
+            try:
+                sock.bind(interface, address)
+                sock.send(payload)
+            finally:
+                sock.close()
+            return
+        assert self.bus is not None and self.notifier is not None
+        params = dict(isotp_params(self.ecu), listen_mode=True)
+        stack = isotp.NotifierBasedCanStack(self.bus, self.notifier, address=address,
+                                            params=params)
+        stack.start()
+        try:
+            stack.send(payload, target_address_type=target, send_timeout=timeout)
+        finally:
+            stack.stop()
+
+    def functional_request(self, payload: bytes, wait_s: float) -> int | None:
+        """Send ``payload`` (suppressPosRsp set) to every ECU; this ECU's negative answer
+        within ``wait_s`` (P2; P2* after 0x78) is returned as its NRC, else None. Other
+        ECUs' answers arrive on their own ids and are not ours to judge."""
+        self.conn.empty_rxqueue()
+        self.conn._request = bytes(payload)
+        self.send_functional(payload, timeout=max(wait_s, 0.1))
+        self.conn.last_activity = time.monotonic()
+        wait = wait_s
+        while True:
+            try:
+                frame = self.conn.specific_wait_frame(timeout=wait)
+            except TimeoutException:
+                return None
+            if len(frame) >= 3 and frame[0] == 0x7F:
+                if frame[2] != 0x78:
+                    return frame[2]
+                wait = self.client.session_timing.p2_star_server_max or self.ecu.p2_star_s
 
     def close(self) -> None:
         try:

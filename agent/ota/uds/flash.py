@@ -1,42 +1,45 @@
 """``FlashSession``: program one ECU over UDS and prove the new software runs.
 
-Sequence (step names as used in errors, timings and retries)::
+The sequence is the ECU's recipe (``[[ecu.flash]]``, see ``agent.ota.recipe``); step
+names in errors, timings and retries are the recipe's labels, plus these fixed ones::
 
     (image)           trailer and body CRC32 checked before anything is sent
-    versions          read identification DIDs (before)
-    session           DiagnosticSessionControl programming (0x10 02), P2/P2* from the ECU
-    security          SecurityAccess seed/key at the configured level
-    fingerprint       WriteDataByIdentifier F198 (tester) and F199 (date)
-    erase             RoutineControl start 0xFF00 (eraseMemory, address and size)
-    request_download  RequestDownload -> maxNumberOfBlockLength
+    versions          read identification DIDs (before), always first
+    request_download  RequestDownload -> maxNumberOfBlockLength (the ``download`` step)
     transfer          TransferData blocks of max_length - 2, counter 1..0xFF, 0x00, ...
     transfer_exit     RequestTransferExit (ECU answers CRC32 when ``exit_crc32``)
-    dependency_check  RoutineControl start 0xFF01 (checkProgrammingDependencies)
-    reset             ECUReset hardReset (0x11 01)
     verify            read the DIDs again; success only if they equal ``expected``
 
-A failure before the erase leaves the ECU's memory untouched (``touched`` False); it is only
-asked back to the default session. On a later failure (after retries), an ECU with
-``can_restore`` is asked to go back to the image it ran before: programming session,
-security access, RoutineControl start 0xFF02 (``ROUTINE_ACTIVATE_PREVIOUS``, "activate
-previous bank"), ECUReset, and its versions are read back; ``rolled_back`` is True only
-if they equal the versions read before the flash.
+A failure before the memory is touched (erase or download) leaves the ECU's memory as it
+was; it is only asked back to the default session. On a later failure (after retries), an
+ECU with ``can_restore`` runs its ``restore`` steps (by default: programming session,
+security access, RoutineControl 0xFF02 "activate previous bank", ECUReset) and its versions
+are read back; ``rolled_back`` is True only if they equal the versions read before the
+flash. The ``after`` steps (85 01, 28 00 to the whole bus) run at the end in every case.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import can
-from udsoncan import MemoryLocation
-from udsoncan.services import DiagnosticSessionControl, ECUReset
+from udsoncan import CommunicationType, MemoryLocation, Request
+from udsoncan.services import (
+    CommunicationControl,
+    ControlDTCSetting,
+    DiagnosticSessionControl,
+    TesterPresent,
+)
 
+from agent.ota.recipe import ACTIONS, FlashStep, fingerprint_bytes
 from agent.ota.settings import EcuConfig
 from agent.ota.uds.connection import EcuLink
 from agent.ota.uds.errors import (
@@ -44,6 +47,7 @@ from agent.ota.uds.errors import (
     DependencyCheckFailed,
     FlashError,
     ImageError,
+    NegativeResponse,
     PreconditionViolated,
     ProtocolError,
     RoutineFailed,
@@ -54,18 +58,10 @@ from agent.ota.uds.errors import (
 from agent.ota.uds.image import ImageFormatError, check_image
 from agent.ota.uds.keepalive import TesterPresentKeeper
 from agent.ota.uds.steps import StepRunner
-from agent.ota.uds.versions import (
-    FINGERPRINT_DID,
-    PROGRAMMING_DATE_DID,
-    EcuVersions,
-    read_versions,
-)
+from agent.ota.uds.versions import EcuVersions, read_versions
 
 log = logging.getLogger(__name__)
-
-ROUTINE_ERASE_MEMORY = 0xFF00
-ROUTINE_CHECK_DEPENDENCIES = 0xFF01
-ROUTINE_ACTIVATE_PREVIOUS = 0xFF02
+T = TypeVar("T")
 
 Precondition = Callable[[], "str | None"]   # None: safe; a string: why it is not
 Progress = Callable[[int, int], None]        # (bytes done, bytes total)
@@ -85,10 +81,7 @@ class FlashResult:
     rolled_back: bool = False
     error: FlashError | None = None
     restore_error: FlashError | None = None
-
-    def raise_for_error(self) -> None:
-        if self.error is not None:
-            raise self.error
+    after_errors: list[FlashError] = field(default_factory=list)   # re-enable steps
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready summary for progress and result records."""
@@ -104,6 +97,7 @@ class FlashResult:
                 "type": type(self.error).__name__, "category": error_category(self.error),
                 "step": self.error.step, "nrc": getattr(self.error, "nrc", None),
                 "service": getattr(self.error, "service", None), "message": str(self.error)},
+            "after_errors": [str(e) for e in self.after_errors],
         }
 
 
@@ -185,9 +179,11 @@ class FlashSession:
 
     def _session(self, link: EcuLink, size: int, result: FlashResult) -> None:
         steps = StepRunner(link, self.ecu.retries)
-        keeper = TesterPresentKeeper(link, self.ecu.tester_present_s).start()
+        keeper = TesterPresentKeeper(link, self.ecu.tester_present_s,
+                                     functional=self.ecu.tester_present_functional).start()
+        run = _Run(link, steps, keeper, result, size)
         try:
-            self._flash(link, steps, keeper, size, result)
+            self._flash(run)
             result.ok = True
         except FlashError as exc:
             log.error("%s: flash failed: %s", self.ecu.name, exc)
@@ -195,18 +191,23 @@ class FlashSession:
             if not result.touched:
                 self._leave_programming(link, steps)
             elif self.ecu.can_restore and self.restore_on_failure:
-                self._restore(link, steps, keeper, result)
+                self._restore(run)
         finally:
-            keeper.stop()
-            result.timings = steps.timings
-            result.retries = steps.retry_counts
+            try:
+                self._after(run)
+            finally:
+                keeper.stop()
+                result.timings = steps.timings
+                result.retries = steps.retry_counts
 
     # -- the sequence -------------------------------------------------------------------
 
     def _enter(self, step: str) -> None:
-        self.step = step
-        if self.on_step is not None:
+        """Announce ``step`` (once for consecutive steps of one name, e.g. two fingerprint
+        writes) and check the vehicle is still in its safe state."""
+        if self.on_step is not None and step != self.step:
             self.on_step(step)
+        self.step = step
         self._check_precondition()
 
     def _check_precondition(self) -> None:
@@ -216,80 +217,165 @@ class FlashSession:
         if reason:
             raise PreconditionViolated(reason, self.step)
 
-    def _flash(self, link: EcuLink, steps: StepRunner, keeper: TesterPresentKeeper,
-               size: int, result: FlashResult) -> None:
-        ecu, budget, client = self.ecu, self.ecu.budget, link.client
+    def _flash(self, run: _Run) -> None:
         self._enter("versions")
-        result.versions_before = steps.run(
-            "versions", budget.versions_s, lambda: read_versions(client, ecu.name, self.dids))
+        client = run.link.client
+        run.result.versions_before = run.steps.run(
+            "versions", self.ecu.budget.versions_s,
+            lambda: read_versions(client, self.ecu.name, self.dids))
+        for step in self.ecu.flash:
+            self._do(step, run, self.expected)
 
-        self._enter("session")
-        steps.run("session", budget.session_s,
-                  lambda: client.change_session(
-                      DiagnosticSessionControl.Session.programmingSession))
-        keeper.active = True
+    def _do(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        """One recipe step; the precondition is checked first (not before verify: the
+        ECU is reset already and nothing more can be stopped)."""
+        if step.do == "verify":
+            if self.on_step is not None and step.label != self.step:
+                self.on_step(step.label)
+            self.step = step.label
+        elif step.do != "download":             # it announces its three parts itself
+            self._enter(step.label)
+        _ACTIONS[step.do](self, step, run, expected)
 
-        self._enter("security")
-        steps.run("security", budget.security_s,
-                  lambda: client.unlock_security_access(ecu.security_level))
+    def _budget(self, step: FlashStep) -> float:
+        return step.budget_s or getattr(self.ecu.budget, step.budget_key)
 
-        self._enter("fingerprint")
+    # -- actions (one per recipe ``do``) ------------------------------------------------
+
+    def _session_step(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        client = run.link.client
+        if step.functional:
+            request = DiagnosticSessionControl.make_request(step.session)
+            self._functional(step, run, request)
+        else:
+            self._physical(step, run, lambda: client.change_session(step.session))
+        if not step.functional or step.session != 0x01:
+            run.keeper.active = step.session != 0x01
+
+    def _tester_present_step(self, step: FlashStep, run: _Run,
+                             expected: Mapping[int, str]) -> None:
+        if step.functional:
+            self._functional(step, run, TesterPresent.make_request())
+        else:
+            self._physical(step, run, run.link.client.tester_present)
+
+    def _dtc_setting_step(self, step: FlashStep, run: _Run,
+                          expected: Mapping[int, str]) -> None:
+        setting = (ControlDTCSetting.SettingType.on if step.setting == "on"
+                   else ControlDTCSetting.SettingType.off)
+        if step.functional:
+            self._functional(step, run, ControlDTCSetting.make_request(setting))
+        else:
+            self._physical(step, run, lambda: run.link.client.control_dtc_setting(setting))
+
+    def _communication_control_step(self, step: FlashStep, run: _Run,
+                                    expected: Mapping[int, str]) -> None:
+        kind = CommunicationType.from_byte(step.communication_type)
+        if step.functional:
+            self._functional(step, run, CommunicationControl.make_request(step.control, kind))
+        else:
+            self._physical(step, run,
+                           lambda: run.link.client.communication_control(step.control, kind))
+
+    def _security_step(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        client = run.link.client
+        params = client.config["security_algo_params"]
+        params["algorithm"] = step.algorithm or self.ecu.key_algorithm
+        try:
+            self._physical(step, run, lambda: client.unlock_security_access(
+                step.level or self.ecu.security_level))
+        finally:
+            params["algorithm"] = self.ecu.key_algorithm
+
+    def _fingerprint_step(self, step: FlashStep, run: _Run,
+                          expected: Mapping[int, str]) -> None:
         day = self.programming_date or dt.datetime.now(dt.timezone.utc).date()
+        data = fingerprint_bytes(step.layout, self.tester_id, day)
+        self._physical(step, run,
+                       lambda: run.link.client.write_data_by_identifier(step.did, data))
 
-        def fingerprint() -> None:
-            client.write_data_by_identifier(FINGERPRINT_DID, self.tester_id)
-            client.write_data_by_identifier(PROGRAMMING_DATE_DID, day)
-        steps.run("fingerprint", budget.fingerprint_s, fingerprint)
+    def _routine_step(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        if step.do == "erase":
+            run.result.touched = True
+        record = self._record(step, run)
+        answer = self._physical(step, run,
+                                lambda: run.link.client.start_routine(step.routine, record))
+        status = answer.service_data.routine_status_record if answer is not None else b""
+        if step.ok_status and status[:1] and status[0] not in step.ok_status:
+            if step.do == "dependency_check":
+                raise DependencyCheckFailed(status)
+            raise RoutineFailed(step.label, status)
 
-        location = MemoryLocation(ecu.memory_address, size, ecu.address_format,
-                                  ecu.memorysize_format)
-        self._enter("erase")
-        result.touched = True
-        erase_record = (bytes([location.alfid.get_byte_as_int()])
-                        + location.get_address_bytes() + location.get_memorysize_bytes())
-        answer = steps.run("erase", budget.erase_s,
-                           lambda: client.start_routine(ROUTINE_ERASE_MEMORY, erase_record))
-        _check_routine_status("erase", answer.service_data.routine_status_record)
+    def _record(self, step: FlashStep, run: _Run) -> bytes | None:
+        if step.record == "memory":
+            location = run.location
+            return (bytes([location.alfid.get_byte_as_int()])
+                    + location.get_address_bytes() + location.get_memorysize_bytes())
+        if step.record == "crc32":
+            if run.crc is None:
+                raise ImageError(f"{step.label}: no data sent yet to take the CRC of")
+            return run.crc.to_bytes(4, "big")
+        if step.record.startswith("hex:"):
+            return bytes.fromhex(step.record[4:])
+        return None
 
+    def _download_step(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        """34 with the image's memory range, 36 blocks of the ECU's length, 37."""
+        ecu, client, steps = self.ecu, run.link.client, run.steps
         self._enter("request_download")
-        answer = steps.run("request_download", budget.download_s,
-                           lambda: client.request_download(location))
+        run.result.touched = True
+        answer = steps.run("request_download", self._budget(step),
+                           lambda: client.request_download(run.location))
         max_length = min(answer.service_data.max_length, ecu.max_block_length)
         if max_length < 3:
             raise UnexpectedResponse("request_download",
                                      f"ECU block length {max_length} too small")
 
         self._enter("transfer")
-        crc = self._transfer(link, steps, size, max_length - 2, result)
+        run.crc = self._transfer(run.link, steps, run.size, max_length - 2, run.result)
 
         self._enter("transfer_exit")
-        answer = steps.run("transfer_exit", budget.exit_s, client.request_transfer_exit)
+        answer = steps.run("transfer_exit", ecu.budget.exit_s, client.request_transfer_exit)
         if ecu.exit_crc32:
             record = answer.service_data.parameter_records
             got = int.from_bytes(record[:4], "big") if len(record) >= 4 else -1
-            if got != crc:
-                raise ChecksumMismatch(crc, got)
+            if got != run.crc:
+                raise ChecksumMismatch(run.crc, got)
 
-        self._enter("dependency_check")
-        answer = steps.run("dependency_check", budget.dependency_s,
-                           lambda: client.start_routine(ROUTINE_CHECK_DEPENDENCIES))
-        status = answer.service_data.routine_status_record
-        if status[:1] not in (b"", b"\x00"):
-            raise DependencyCheckFailed(status)
-
-        self._enter("reset")
-        steps.run("reset", budget.reset_s,
-                  lambda: client.ecu_reset(ECUReset.ResetType.hardReset))
-        keeper.active = False
+    def _reset_step(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        client = run.link.client
+        self._physical(step, run, lambda: client.ecu_reset(step.reset))
+        run.keeper.active = False
         client.session_timing.p2_server_max = None      # default session timing again
         client.session_timing.p2_star_server_max = None
 
-        self.step = "verify"
-        if self.on_step is not None:
-            self.on_step("verify")
-        result.versions_after = self._read_after_reset(steps, "verify")
-        if result.versions_after.mismatches(self.expected):
-            raise VersionMismatch(self.expected, result.versions_after.values)
+    def _verify_step(self, step: FlashStep, run: _Run, expected: Mapping[int, str]) -> None:
+        run.result.versions_after = self._read_after_reset(run.steps, step.label,
+                                                           self._budget(step))
+        if run.result.versions_after.mismatches(expected):
+            raise VersionMismatch(expected, run.result.versions_after.values)
+
+    # -- how a request goes out ---------------------------------------------------------
+
+    def _physical(self, step: FlashStep, run: _Run, action: Callable[[], T]) -> T:
+        client = run.link.client
+        if not step.suppress_response:
+            return run.steps.run(step.label, self._budget(step), action)
+
+        def suppressed() -> T:
+            with client.suppress_positive_response(wait_nrc=True):
+                return action()
+        return run.steps.run(step.label, self._budget(step), suppressed)
+
+    def _functional(self, step: FlashStep, run: _Run, request: Request) -> None:
+        """To every ECU at once, positive answers suppressed; this ECU's NRC fails it."""
+        payload = request.get_payload(suppress_positive_response=True)
+
+        def send() -> None:
+            nrc = run.link.functional_request(payload, wait_s=self.ecu.p2_s)
+            if nrc is not None:
+                raise NegativeResponse(step.label, nrc, payload[0])
+        run.steps.run(step.label, self._budget(step), send)
 
     def _transfer(self, link: EcuLink, steps: StepRunner, size: int, block_size: int,
                   result: FlashResult) -> int:
@@ -320,10 +406,11 @@ class FlashSession:
                     self._check_precondition()
         return crc
 
-    def _read_after_reset(self, steps: StepRunner, step: str) -> EcuVersions:
+    def _read_after_reset(self, steps: StepRunner, step: str,
+                          budget_s: float | None = None) -> EcuVersions:
         """The ECU reboots after the reset: keep asking until it answers or the budget ends."""
         link = steps.link
-        return steps.run(step, self.ecu.budget.reset_s,
+        return steps.run(step, budget_s or self.ecu.budget.reset_s,
                          lambda: read_versions(link.client, self.ecu.name, self.dids),
                          retries=None, pause_s=min(0.05, self.ecu.p2_s))
 
@@ -336,38 +423,84 @@ class FlashSession:
         except FlashError as exc:
             log.info("%s: could not return to the default session: %s", self.ecu.name, exc)
 
-    def _restore(self, link: EcuLink, steps: StepRunner, keeper: TesterPresentKeeper,
-                 result: FlashResult) -> None:
-        """Ask a two-bank ECU to activate the image it ran before this flash."""
-        client, budget = link.client, self.ecu.budget
+    def _restore(self, run: _Run) -> None:
+        """Ask a two-bank ECU to activate the image it ran before this flash (the
+        ``restore`` steps); ``rolled_back`` only if its versions are the ones from before."""
+        result = run.result
         assert result.versions_before is not None
+        before = result.versions_before.values
         log.warning("%s: restoring the previous image", self.ecu.name)
+        client = run.link.client
         try:
-            steps.run("restore", budget.restore_s,
-                      lambda: client.change_session(
-                          DiagnosticSessionControl.Session.programmingSession),
-                      retries=None, pause_s=min(0.05, self.ecu.p2_s))
-            keeper.active = True
-            steps.run("restore", budget.security_s,
-                      lambda: client.unlock_security_access(self.ecu.security_level))
-            answer = steps.run("restore", budget.restore_s,
-                               lambda: client.start_routine(ROUTINE_ACTIVATE_PREVIOUS))
-            _check_routine_status("restore", answer.service_data.routine_status_record)
-            steps.run("restore", budget.reset_s,
-                      lambda: client.ecu_reset(ECUReset.ResetType.hardReset))
-            keeper.active = False
-            client.session_timing.p2_server_max = None
-            client.session_timing.p2_star_server_max = None
-            result.versions_after = self._read_after_reset(steps, "restore_verify")
-            before = result.versions_before.values
-            result.rolled_back = not result.versions_after.mismatches(before)
+            for step in self.ecu.restore:
+                if step.do == "session" and step.session != 0x01:
+                    # The ECU may still be rebooting after a failed reset: keep asking.
+                    run.steps.run(step.label, self.ecu.budget.restore_s,
+                                  lambda s=step.session: client.change_session(s),
+                                  retries=None, pause_s=min(0.05, self.ecu.p2_s))
+                    run.keeper.active = True
+                elif step.do == "verify":
+                    result.versions_after = self._read_after_reset(run.steps, step.label)
+                else:
+                    if step.do == "routine" and not step.budget_s:
+                        step = dataclasses.replace(step, budget_s=self.ecu.budget.restore_s)
+                    _ACTIONS[step.do](self, step, run, before)
+            if result.versions_after is not None:
+                result.rolled_back = not result.versions_after.mismatches(before)
             if not result.rolled_back:
-                result.restore_error = VersionMismatch(before, result.versions_after.values)
+                result.restore_error = VersionMismatch(
+                    before, result.versions_after.values if result.versions_after else {})
         except FlashError as exc:
             log.error("%s: restore failed: %s", self.ecu.name, exc)
             result.restore_error = exc
         finally:
-            keeper.active = False
+            run.keeper.active = False
+
+    def _after(self, run: _Run) -> None:
+        """Switch back on what the flash switched off on the bus (85 01, 28 00, ...), on
+        success and on failure; a failure here is logged and kept, the flash result stays."""
+        for step in self.ecu.after:
+            try:
+                _ACTIONS[step.do](self, step, run, {})
+            except FlashError as exc:
+                log.error("%s: %s after the flash failed: %s", self.ecu.name, step.label, exc)
+                run.result.after_errors.append(exc)
+
+
+@dataclass
+class _Run:
+    """What the steps of one flash share."""
+
+    link: EcuLink
+    steps: StepRunner
+    keeper: TesterPresentKeeper
+    result: FlashResult
+    size: int
+    crc: int | None = None             # CRC-32 of the data sent, once the download ran
+
+    @property
+    def location(self) -> MemoryLocation:
+        ecu = self.link.ecu
+        return MemoryLocation(ecu.memory_address, self.size, ecu.address_format,
+                              ecu.memorysize_format)
+
+
+_ACTIONS: dict[str, Callable[[FlashSession, FlashStep, _Run, Mapping[int, str]], None]] = {
+    "session": FlashSession._session_step,
+    "tester_present": FlashSession._tester_present_step,
+    "dtc_setting": FlashSession._dtc_setting_step,
+    "communication_control": FlashSession._communication_control_step,
+    "routine": FlashSession._routine_step,
+    "security": FlashSession._security_step,
+    "fingerprint": FlashSession._fingerprint_step,
+    "erase": FlashSession._routine_step,
+    "download": FlashSession._download_step,
+    "check_memory": FlashSession._routine_step,
+    "dependency_check": FlashSession._routine_step,
+    "reset": FlashSession._reset_step,
+    "verify": FlashSession._verify_step,
+}
+assert set(_ACTIONS) == set(ACTIONS)
 
 
 def error_category(error: FlashError) -> str:

@@ -33,6 +33,8 @@ class AsciiCodec(DidCodec):
     """Variable-length ASCII; padding (NUL, 0xFF, spaces) is stripped, binary shown as hex."""
 
     def encode(self, *value: Any) -> bytes:
+        if isinstance(value[0], (bytes, bytearray)):     # a recipe's fingerprint layout
+            return bytes(value[0])
         return str(value[0]).encode("ascii")
 
     def decode(self, payload: bytes) -> str:
@@ -50,6 +52,8 @@ class BcdDateCodec(DidCodec):
 
     def encode(self, *value: Any) -> bytes:
         day = value[0]
+        if isinstance(day, (bytes, bytearray)):
+            return bytes(day)
         if isinstance(day, str):
             day = dt.date.fromisoformat(day)
         return bytes.fromhex(day.strftime("%Y%m%d"))
