@@ -44,7 +44,9 @@ def test_acknowledged_records_are_archived_and_sent_again_behind_live_data(tmp_p
 
 def test_the_archive_keeps_its_bounds_but_accidents_until_their_window_closed(
         tmp_path: Path) -> None:
-    db, journal, chain = setup(tmp_path, archive_mb=0.01, archive_days=1.0)
+    # No accident floor here (tests/test_storage_floors.py has it): the window alone.
+    db, journal, chain = setup(tmp_path, archive_mb=0.01, archive_days=1.0,
+                               floor_accidents=0)
     append(db, journal, chain, ["accident.trigger"], pad=3000)
     append(db, journal, chain, ["agent.health"] * 10, pad=3000)
     now = 1.7e9

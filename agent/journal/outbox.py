@@ -424,6 +424,13 @@ class Journal:
         """Evict until ``size`` more bytes fit; False if an evictable record cannot fit."""
         used = int(conn.execute("SELECT SUM(bytes) FROM outbox_lane").fetchone()[0] or 0)
         need = used + size - self.quota_bytes
+        if lane == EVENT_LANE and need > 0:
+            # Accidents beyond their floor are stored over the quota; they must not eat
+            # the event floor's room, so for an event they widen the quota.
+            accidents = int(conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM outbox_lane "
+                                         "WHERE lane < ?", (EVENT_LANE,)).fetchone()[0])
+            need -= max(0, accidents - self.config.floor_accidents
+                        * self.config.accident_bytes)
         if need <= 0:
             return True
         for victim_lane in EVICTABLE:
@@ -458,7 +465,8 @@ class Journal:
             return False
         self.over_quota += 1
         if self.over_quota == 1 or self.over_quota % 100 == 0:
-            log.error("journal over quota by %d bytes with only accident records left; "
+            log.error("journal over quota by %d bytes with only accidents and the event floor "
+                      "left; "
                       "storing lane %d anyway (%d such stores)", need, lane, self.over_quota)
         return True
 
