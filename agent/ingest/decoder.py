@@ -112,7 +112,12 @@ class FrameDecoder:
             phys = values.get(b.dbc_signal)
             if phys is None:  # multiplexed signal not in this frame
                 continue
-            out.append((b, b.convert(phys)))
+            if b.extra is None:
+                out.append((b, b.convert(phys)))
+            else:  # sign bit / second signal (mapping ``sign``, ``combine``)
+                other = values.get(b.extra)
+                if other is not None:
+                    out.append((b, b.combine(phys, other)))  # type: ignore[misc]
         return out
 
     def expired(self, t: float) -> Iterator[MessageState]:

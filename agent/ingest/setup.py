@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.ingest.dbc import load_dbc, mask_of, value_bits
-from agent.ingest.mapping import Binding, MappingFile, load_mapping, make_converter
+from agent.ingest.mapping import (
+    Binding,
+    MappingFile,
+    load_mapping,
+    make_combiner,
+    make_converter,
+    resolution,
+)
 from agent.model import Problems
 from agent.signals import CATALOGUE
 
@@ -163,14 +170,24 @@ def _plan(setup: BusSetup, file: Path, problems: Problems) -> None:
         convert = make_converter(entry, spec, sig, file, key, problems)
         if convert is None:
             continue
+        combined = make_combiner(entry, spec, msg, sig, convert, file, key, problems)
+        if combined is None and (entry.sign or entry.combine):
+            continue
         rank = ranks.get(entry.name, 0)
         ranks[entry.name] = rank + 1
         k = frame_key(msg.frame_id, bool(msg.is_extended_frame))
         _, bindings, sigs, timeouts = by_msg.setdefault(k, (msg, [], [], []))
-        bindings.append(Binding(entry.name, rank, sig.name, convert, entry.timeout))
-        sigs.append(sig)
-        if sig.multiplexer_signal:
-            sigs.append(msg.get_signal_by_name(sig.multiplexer_signal))
+        binding = Binding(entry.name, rank, sig.name, convert, entry.timeout,
+                          resolution=resolution(entry, spec, sig))
+        bindings.append(binding)
+        # the second signal of sign/combine is in the mask, so the BCM filter and the
+        # unchanged-frame skip see its bits change too
+        for s in (sig, *([combined[0]] if combined else [])):
+            sigs.append(s)
+            if s.multiplexer_signal:
+                sigs.append(msg.get_signal_by_name(s.multiplexer_signal))
+        if combined:
+            binding.extra, binding.combine = combined[0].name, combined[1]
         if entry.timeout > 0:
             timeouts.append(entry.timeout)
     for k, (msg, bindings, sigs, timeouts) in by_msg.items():
