@@ -19,7 +19,7 @@ from agent.pipeline import Pipeline, TimeBase
 from tests.helpers import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["bench.toml", "mg.toml", "tesla-model3.toml"]
+CONFIGS = ["bench.toml", "mg.toml", "tesla-model3.toml", "hongqi-hs5.toml"]
 
 
 def frame_bits(frame: bytes, length: int) -> int:
@@ -41,7 +41,7 @@ def test_every_mapped_bit_and_nothing_else_is_in_the_filter(name: str, fd: bool)
     for op in ops:
         plan = setup.plans[op.key]
         msg = plan.message
-        mapped = {b.dbc_signal for b in plan.bindings}
+        mapped = {b.dbc_signal for b in plan.bindings} | {b.extra for b in plan.bindings if b.extra}
         assert len(op.frames[0]) == (72 if op.fd else 16)
         assert op.timeout == plan.timeout
         if not plan.mux_filters:
