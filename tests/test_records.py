@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from agent.jcs import canonical_json
 from agent.journal.statedb import StateDB
 from agent.records import (
     ZERO_HASH,
@@ -145,7 +146,7 @@ def test_chain_of_100_records_verifies(tmp_path: Path, hundred: list[dict], pubk
     assert len({r["id"] for r in hundred}) == 100
     for rec in hundred:
         assert_valid_record(rec)
-        assert rec["vin"] == VIN and rec["schema"] == "icv.record/1"
+        assert rec["vin"] == VIN and rec["schema"] == "icv.record/2"
         assert rec["hash"] == hashlib.sha256(canonical_bytes(rec)).hexdigest()
         key.public_key.verify(base64.b64decode(rec["sig"]), bytes.fromhex(rec["hash"]))
 
@@ -169,11 +170,10 @@ def test_record_fields(db: StateDB, key: DeviceKey):
     assert rec["data"] == {"function": "ACC", "speed": 61.25}
     # The signature covers the 32 raw hash bytes.
     key.public_key.verify(base64.b64decode(rec["sig"]), bytes.fromhex(rec["hash"]))
-    # The canonical form is sorted, compact, UTF-8, and leaves hash and sig out.
+    # The canonical form (RFC 8785: sorted, compact, UTF-8) leaves hash and sig out.
     body = json.loads(canonical_bytes(rec))
     assert "hash" not in body and "sig" not in body
-    assert canonical_bytes(rec) == json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                              ensure_ascii=False).encode()
+    assert canonical_bytes(rec) == canonical_json(body)
 
 
 def test_non_ascii_data_round_trips(tmp_path: Path, db: StateDB, key: DeviceKey,

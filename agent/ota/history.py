@@ -1,7 +1,7 @@
 """OTA history: one entry per activity (consent, versions before/after, result), chained.
 
 Each entry carries ``prev_hash`` and ``hash`` = SHA-256 over the canonical JSON of the entry
-without ``hash`` (sorted keys, compact, UTF-8), like the event records, so a removed,
+without ``hash`` (RFC 8785 canonical JSON, UTF-8), like the event records, so a removed,
 changed or re-ordered entry breaks the chain (``verify``). Kept in the state database
 (table ``ota_history``) so it survives restarts and travels with the journal.
 """
@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agent.jcs import canonical_json
 from agent.journal.statedb import StateDB
 
 GENESIS = "0" * 64
@@ -24,9 +25,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS ota_history (
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """The hashed bytes: the entry without ``hash``, RFC 8785 canonical JSON as records."""
+    return canonical_json({k: v for k, v in entry.items() if k != "hash"})
 
 
 def entry_hash(entry: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import numbers
 import re
@@ -18,11 +17,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from agent.jcs import MAX_SAFE_INTEGER, canonical_json, canonical_text
 from agent.journal.statedb import StateDB
 from agent.records.keys import DeviceKey
 from agent.timefmt import LATEST, iso_of_ms, to_ms
 
-SCHEMA_VERSION = "icv.record/1"
+SCHEMA_VERSION = "icv.record/2"   # /2: hash over RFC 8785 JCS (docs/records.md)
 ZERO_HASH = "0" * 64
 STATE_KEY = "chain"
 TIME_SOURCES = ("trace", "system", "gnss", "ntp", "rtc")
@@ -39,23 +39,20 @@ class ChainError(Exception):
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    """What ``hash`` covers: the record without ``hash`` and ``sig`` as canonical JSON.
-
-    Sorted keys, no spaces, UTF-8 without escapes; NaN/Infinity raise ``ValueError``.
-    """
-    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """What ``hash`` covers: the record without ``hash`` and ``sig`` as RFC 8785 (JCS)
+    canonical JSON, UTF-8 (docs/records.md); NaN/Infinity raise ``ValueError``."""
+    return canonical_json({k: v for k, v in record.items() if k not in ("hash", "sig")})
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of ``canonical_bytes``: what ``hash`` must be and ``prev_hash`` links to."""
     return hashlib.sha256(canonical_bytes(record)).hexdigest()
 
 
 def record_line(record: Mapping[str, Any]) -> str:
-    """One whole record as a JSONL line (no newline): same record, same bytes."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    """One whole record as a JSONL line (no newline), in canonical form: same record, same
+    bytes."""
+    return canonical_text(record)
 
 
 def format_ts(ts: float) -> str:
@@ -84,6 +81,9 @@ def clean(value: Any, path: str = "data") -> Any:
             raise RecordError(f"{path}: string is not valid Unicode") from None
         return str.__str__(value)
     if isinstance(value, numbers.Integral):
+        if abs(int(value)) > MAX_SAFE_INTEGER:
+            raise RecordError(f"{path}: integer {int(value)} is outside ±(2**53 - 1), which "
+                              "verifiers reading JSON numbers as doubles cannot hold")
         return int(value)
     if isinstance(value, numbers.Real):
         number = float(value)

@@ -5,7 +5,7 @@ A command is a JSON envelope published on ``icv/{vin}/cmd/{name}``::
     {"cmd": name, "vin": VIN, "nonce": 32 hex, "issued": ISO, "expires": ISO,
      "args": {...}, "key_id": fingerprint, "sig": base64 Ed25519}
 
-``sig`` covers the canonical JSON (sorted keys, compact separators, UTF-8) of the envelope
+``sig`` covers the RFC 8785 canonical JSON (sorted keys, compact, UTF-8) of the envelope
 without ``sig``, made with a backend key pinned in the config. Checks, in this order (the
 first failure is the reason): ``malformed`` (not JSON, fields missing or of the wrong
 type, topic and ``cmd`` differ), ``unsigned``, ``bad_signature`` (key not pinned or
@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent import wirejson
+from agent.jcs import canonical_json
 from agent.journal.statedb import StateDB
 from agent.records.keys import fingerprint, load_public_key
 from agent.timefmt import iso_ms, parse_iso
@@ -107,10 +108,9 @@ class Outcome:
 
 
 def canonical(envelope: Mapping[str, Any]) -> bytes:
-    """The signed bytes: the envelope without ``sig``, sorted keys, compact, UTF-8."""
-    body = {k: v for k, v in envelope.items() if k != "sig"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """The signed bytes: the envelope without ``sig`` as RFC 8785 (JCS) canonical JSON,
+    UTF-8, as for records (docs/records.md), so a backend in any language can sign."""
+    return canonical_json({k: v for k, v in envelope.items() if k != "sig"})
 
 
 def _parse_time(value: Any, name: str) -> float:
@@ -232,8 +232,12 @@ class CommandGate:
             raise CommandRejected("bad_signature",
                                   f"key {envelope['key_id'][:32]!r} is not pinned", envelope)
         try:
+            signed = canonical(envelope)
+        except ValueError as exc:         # e.g. an integer beyond 2**53: no JCS form
+            raise CommandRejected("malformed", f"no canonical form: {exc}", envelope) from None
+        try:
             sig = base64.b64decode(envelope["sig"], validate=True)
-            key.verify(sig, canonical(envelope))
+            key.verify(sig, signed)
         except (binascii.Error, ValueError):
             raise CommandRejected("bad_signature", "sig is not base64", envelope) from None
         except InvalidSignature:
