@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="run the monitors over recorded traces, JSON lines out")
     p.add_argument("--config", "-c", type=Path, required=True)
     p.add_argument("--signals", action="store_true",
-                   help="print every canonical signal change instead of event records")
+                   help="print every canonical signal change instead of event records "
+                        "(numbers rounded to the signal's resolution)")
+    p.add_argument("--table", action="store_true",
+                   help="with --signals: one aligned line per change (time, signal, value, "
+                        "unit) instead of JSON lines")
     p.add_argument("--key", type=Path, help="device key to sign with (default: the config's)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if a trace has unreadable or skipped parts, is cut off or "
@@ -43,12 +48,11 @@ def analyze(args: argparse.Namespace) -> int:
         return 2
     out = sys.stdout
     timebase = TimeBase("trace")
+    if args.table and not args.signals:
+        print("error: --table goes with --signals", file=sys.stderr)
+        return 2
     if args.signals:
-        from agent.timefmt import iso_ms
-
-        def on_change(name: str, value: Any, t: float) -> None:
-            out.write(json.dumps({"ts": iso_ms(t), "signal": name, "value": value}) + "\n")
-
+        on_change = signal_printer(cfg, out, table=args.table)
         pipeline = Pipeline(cfg, NullSink(), timebase, [], on_change=on_change)
     else:
         from agent.monitors import ALL
@@ -96,6 +100,65 @@ def analyze(args: argparse.Namespace) -> int:
               f"{', '.join(map(str, damaged))}", file=sys.stderr)
         return 1
     return 0
+
+
+def decimals(step: float) -> int:
+    """Decimal places that write ``step`` exactly (0.0225 -> 4, 0.1 -> 1, 1.0 -> 0), at
+    most 6."""
+    for d in range(7):
+        if abs(round(step, d) - step) <= abs(step) * 1e-6:
+            return d
+    return 6
+
+
+def signal_decimals(cfg: agent_config.AgentConfig) -> dict[str, int]:
+    """Per canonical number signal, the decimals of its finest source (DBC scale x the
+    mapping's factor): a 0.01-step speed shows ``1.13``, not ``1.1300000000000001``."""
+    out: dict[str, int] = {}
+    for bus in cfg.buses:
+        for plan in bus.plans.values():
+            for b in plan.bindings:
+                if b.resolution > 0:
+                    out[b.canonical] = max(out.get(b.canonical, 0), decimals(b.resolution))
+    return out
+
+
+def signal_printer(cfg: agent_config.AgentConfig, out: Any, *, table: bool = False
+                   ) -> Callable[[str, Any, float], None]:
+    """The ``--signals`` line writer: JSON lines, or with ``table`` aligned columns
+    (``ts  signal  value unit``), numbers rounded to the signal's resolution."""
+    from agent.signals import CATALOGUE
+    from agent.timefmt import iso_ms
+
+    places = signal_decimals(cfg)
+    width = max((len(name) for bus in cfg.buses for name in bus.canonical), default=0)
+
+    def rounded(name: str, value: Any) -> Any:
+        d = places.get(name)
+        if d is None or not isinstance(value, float):
+            return value
+        return round(value, d)
+
+    if not table:
+        def as_json(name: str, value: Any, t: float) -> None:
+            out.write(json.dumps({"ts": iso_ms(t), "signal": name,
+                                  "value": rounded(name, value)}) + "\n")
+        return as_json
+
+    def as_row(name: str, value: Any, t: float) -> None:
+        if value is None:
+            shown = "unknown"
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, float) and name in places:
+            shown = f"{value:.{places[name]}f}"
+        else:
+            shown = str(value)
+        spec = CATALOGUE.get(name)
+        unit = f" {spec.unit}" if spec is not None and spec.unit and value is not None else ""
+        out.write(f"{iso_ms(t)}  {name:<{width}}  {shown}{unit}".rstrip() + "\n")
+
+    return as_row
 
 
 def offline_recorder(cfg: agent_config.AgentConfig, key_path: Path | None, timebase: Any,

@@ -314,4 +314,6 @@ def resolution(entry: MappingEntry, spec: SignalSpec, dbc_signal: Any) -> float:
     if spec.kind not in (FLOAT, INT) or entry.values:
         return 0.0
     step = abs((dbc_signal.scale or 1) * (entry.factor if spec.kind == FLOAT else 1.0))
+    if entry.combine is not None and entry.combine.op == "mean":
+        step /= 2
     return 1.0 if spec.kind == INT else step
