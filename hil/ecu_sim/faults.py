@@ -12,6 +12,7 @@ kinds:
   wrong_version    after the reset the new image reports ``values`` (step reset)
   garbled          the positive answer cut to its first ``keep`` bytes (a malformed
                    answer: the tester's InvalidResponse)
+  preconditions_fail  the strict precondition routine reports 0x01 (step preconditions)
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 from agent.model import Problems
 
 STEPS = ("session", "security", "fingerprint", "erase", "request_download", "transfer",
-         "transfer_exit", "dependency_check", "reset", "restore", "read", "tester_present")
+         "transfer_exit", "dependency_check", "reset", "restore", "read", "tester_present",
+         "dtc_setting", "communication_control", "preconditions", "check_memory")
 KINDS = ("pending", "slow", "nrc", "drop_out", "dependency_fail", "wrong_version",
-         "garbled")
-DEFAULT_STEP = {"dependency_fail": "dependency_check", "wrong_version": "reset"}
+         "garbled", "preconditions_fail")
+DEFAULT_STEP = {"dependency_fail": "dependency_check", "wrong_version": "reset",
+                "preconditions_fail": "preconditions"}
 
 
 @dataclass

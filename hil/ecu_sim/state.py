@@ -1,4 +1,21 @@
-"""What the virtual ECU remembers: session, security, flash banks, the running download."""
+"""What the virtual ECU remembers: session, security, flash banks, the running download.
+
+With ``[sim] strict = true`` the ECU is an OEM bootloader with the fixed ISO 14229-1
+programming flow; each service module checks its own step of it against these fields:
+
+1. ``session``: 10 03 (extended) from default; 10 02 (programming) only from extended,
+   else NRC 0x22, and 0x22 while ``preconditions_ok`` is false.
+2. Extended: 31 01 <preconditions_routine> reports 0x00 (ok) or 0x01 (not ok).
+3. ``dtc_setting`` (85 02 off / 85 01 on) and ``comm_control`` / ``comm_type``
+   (28 03 01 disable rx+tx / 28 00 01 enable), in extended or programming session, mostly
+   functionally addressed; both back to on/enabled in the default session and on reset.
+4. ``unlocked_level``: 27 only in programming; ``max_key_attempts`` wrong keys lock it
+   for ``security_delay_s`` (NRC 0x37 until ``security_delay_until``).
+5. ``fingerprint_written``: 2E <fingerprint_did> (unlocked) in this programming session.
+6. ``erased_range``: 31 01 FF00 (unlocked + fingerprint); 34 only inside it.
+7. ``memory_checked``: 31 01 <check_memory_routine> <crc32> after 37.
+8. 31 01 FF01 only after a passing memory check; the reset (11 01) then runs the image.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +27,11 @@ from hil.ecu_sim.settings import VirtualEcuConfig
 DEFAULT_SESSION = 0x01
 PROGRAMMING_SESSION = 0x02
 EXTENDED_SESSION = 0x03
+
+DTC_SETTING_ON = 0x01
+DTC_SETTING_OFF = 0x02
+COMM_ENABLE_RX_TX = 0x00
+COMM_DISABLE_RX_TX = 0x03
 
 # Identification DIDs that come from the running image (the image trailer), not the board.
 SOFTWARE_DIDS = (0xF187, 0xF188, 0xF189, 0xF195)
@@ -58,13 +80,21 @@ class EcuState:
         self.seed: bytes | None = None
         self.seed_level = 0
         self.failed_keys = 0
+        self.security_delay_until = 0.0       # strict: seeds refused (0x37) until then
         self.erased = False
+        self.erased_range: tuple[int, int] | None = None   # (address, size) of the erase
+        self.fingerprint_written = False      # strict: in this programming session
+        self.memory_checked = False           # strict: the check-memory routine passed
+        self.dtc_setting = DTC_SETTING_ON
+        self.comm_control = COMM_ENABLE_RX_TX # controlType of the last 28 request
+        self.comm_type = 0x01                 # its communicationType
         self.download: Download | None = None
         self.last_request = time.monotonic()
         self.offline_until = 0.0
         self.rebooting = False
         self.version_override: dict[int, str] = {}     # fault: versions after next reset
         self.inject_dependency_fail = False
+        self.inject_preconditions_fail = False         # fault: preconditions report 0x01
         self.programming_base: dict[int, str] = {}     # versions when the erase started
         self.counters: dict[str, int] = {}
 
@@ -99,11 +129,25 @@ class EcuState:
         self.unlocked_level = None
         self.seed = None
 
+    @property
+    def strict(self) -> bool:
+        return self.config.sim.strict
+
     def enter_default(self) -> None:
+        """Default session (also after a reset or S3): DTC setting and communication on."""
         self.session = DEFAULT_SESSION
         self.lock()
         self.download = None
         self.erased = False
+        self.dtc_setting = DTC_SETTING_ON
+        self.comm_control, self.comm_type = COMM_ENABLE_RX_TX, 0x01
+        self.forget_programming()
+
+    def forget_programming(self) -> None:
+        """A new programming session starts the strict flow over."""
+        self.erased_range = None
+        self.fingerprint_written = False
+        self.memory_checked = False
 
     def reboot(self, offline_s: float) -> None:
         """Start a reset: silent for ``offline_s``, then ``finish_reboot``."""
@@ -131,6 +175,10 @@ class EcuState:
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    def require_session(self, *sessions: int) -> None:
+        if self.session not in sessions:
+            raise Nrc(0x7F)           # serviceNotSupportedInActiveSession
 
     def require_programming(self, unlocked: bool = True) -> None:
         if self.session != PROGRAMMING_SESSION:
