@@ -9,6 +9,7 @@ import os
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import can
 import isotp
@@ -16,17 +17,20 @@ import pytest
 from udsoncan import Request
 from udsoncan.exceptions import NegativeResponseException
 
+from agent.model import ConfigError
 from agent.ota.settings import EcuConfig
 from agent.ota.uds.connection import EcuLink, isotp_address
 from agent.ota.uds.image import build_image
 from agent.ota.uds.security import compute_key
-from hil.ecu_sim import Fault, VirtualEcu, VirtualEcuConfig
+from hil.ecu_sim import Fault, VirtualEcu, VirtualEcuConfig, load_sim_config
+from hil.ecu_sim.services import step_of
 from hil.ecu_sim.state import DEFAULT_SESSION, EXTENDED_SESSION, PROGRAMMING_SESSION
 from tests.helpers import scaled, wait_until
 from tests.ota.conftest import UDS_IDENTITY, uds_sim
 
 NEW = {0xF188: "SW-BCM-0500", 0xF189: "5.0.0", 0xF195: "SUP-BCM-5.0.0"}
 FINGERPRINT = bytes.fromhex("261202") + b"BENCH1"          # YYMMDD (BCD) + tester serial
+ROOT = Path(__file__).resolve().parents[2]
 BASE = 0x80000                                              # uds_ecu_config's memory
 
 
@@ -445,3 +449,43 @@ def test_lenient_ecu_still_takes_programming_straight_from_default(strict):
     assert t.send(h("31 01 FF 00")) == h("71 01 FF 00 00")   # no fingerprint or range needed
     assert t.nrc(h("31 01 02 02 00 00 00 00")) == 0x31       # no strict routines
     assert t.suppressed(h("3E 80")) is None
+
+
+# -- faults and config ----------------------------------------------------------------------------
+
+def test_faults_target_the_strict_steps_by_name(strict):
+    refuse = Fault(kind="nrc", step="communication_control", nrc=0x22)
+    late = Fault(kind="pending", step="dtc_setting", count=2, interval_s=scaled(0.05))
+    t = strict(faults=[refuse, late], check_memory_routine=0x0210)
+    assert step_of(h("31 01 02 10"), t.sim.config.sim) == "check_memory"
+    assert step_of(h("31 01 02 03"), t.sim.config.sim) == "preconditions"
+    assert [a[:2] for a in t.functional(h("10 03"))] == [h("50 03")]
+    # 0x22 reaches a functional request; after 0x78 the final answer comes despite SPR.
+    assert t.functional(h("28 83 01")) == [h("7F 28 22")]
+    assert t.functional(h("85 82")) == [h("7F 85 78"), h("7F 85 78"), h("C5 02")]
+    assert refuse.fired == 1 and late.fired == 1
+
+
+def test_strict_ids_are_checked(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[ecu]\nname = "bcm"\ntxid = 0x7A6\nrxid = 0x7AE\nmemory_size = 1024\n'
+                    "[sim]\nstrict = true\npreconditions_routine = 0xFF00\n"
+                    "check_memory_routine = 0x10000\nfingerprint_length = 0\n"
+                    "security_delay_s = -1.0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_sim_config(path)
+    text = str(caught.value)
+    assert f"{path}: sim.preconditions_routine: 0xFF00 is the erase routine" in text
+    assert f"{path}: sim.check_memory_routine: must be a 16-bit routine identifier" in text
+    assert f"{path}: sim.fingerprint_length: must be 1..64" in text
+    assert f"{path}: sim.security_delay_s: must be >= 0" in text
+
+
+def test_the_bcm_file_is_a_strict_bootloader():
+    cfg = load_sim_config(ROOT / "config" / "ecu" / "bcm.toml")
+    assert cfg.sim.strict and cfg.ecu.functional_id == 0x7DF
+    assert (cfg.ecu.txid, cfg.ecu.rxid, cfg.ecu.memory_size) == (0x7A6, 0x7AE, 1 << 20)
+    others = [load_sim_config(p).ecu for p in (ROOT / "config" / "ecu").glob("*.toml")
+              if p.name != "bcm.toml"]
+    used = {i for e in others for i in (e.txid, e.rxid) if e.addressing != "normal_fixed_29bit"}
+    assert not used & {0x7A6, 0x7AE, 0x7DF}
