@@ -75,6 +75,46 @@ def agent_config(out: Path, broker: Any, cert: Any, backend_pub: Path, group: st
                         state_dir=out / "state", extra=extra)
 
 
+def period_summary(response: dict[str, Any]) -> str:
+    """The ``report.period`` answer in a few lines: period, CDA use, the event counts."""
+    result = response.get("result")
+    if not response.get("ok") or not isinstance(result, dict):
+        return json.dumps(response, ensure_ascii=False)[:500]
+    base = result.get("base") or {}
+    lines = [f"{result.get('report')}: {result.get('vin')} {result.get('period')} "
+             f"({result.get('status')}, as of {result.get('as_of')})",
+             f"  CDA in use {base.get('active_s')} s, {base.get('active_km')} km: "
+             + ", ".join(f"{f} {v.get('active_s')} s"
+                         for f, v in (base.get("by_function") or {}).items())]
+    for key, title in (("events", "events"), ("security_events", "security events")):
+        flat = _flat(result.get(key) or {})
+        lines.append(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in flat.items()))
+    return "\n".join(lines)
+
+
+def _flat(table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        out.update(_flat(v) if isinstance(v, dict) else {k: v})
+    return out
+
+
+def replay_drive(trace: Path, group: str, port: int, speed: float) -> None:
+    """The drive onto the bus from this process, so the parked vehicle can follow its last
+    frame without the gap of a subprocess ending."""
+    import can
+
+    from hil.trace.replay import load_frames, replay
+
+    bus = can.Bus(interface="udp_multicast", channel=group, port=port)
+    try:
+        result = replay(load_frames(trace), bus, speed=speed, progress=None)
+    finally:
+        bus.shutdown()
+    print(f"sent {result.sent} frames in {result.duration_s:.2f} s, {result.errors} send "
+          f"errors, timing error mean {result.mean_error_ms:.3f} ms")
+
+
 def run(args: argparse.Namespace) -> int:
     from hil import demo_ota
     from hil.backend import Backend, BrokerConfig, format_summaries, keygen, load_backend_key
@@ -95,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"mosquitto on {broker.host}:{broker.port}")
     agent = None
     backend = None
+    bench = None
     try:
         group, port = "239.74.163.200", free_udp_port()
         backend_key, backend_pub, key_id = keygen(out / "backend-keys")
@@ -119,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         if not backend.start(30):
             raise SystemExit("backend could not subscribe")
 
+        say("virtual ECUs eps and dvr on the bus (UDS; the agent reads their versions at start)")
+        from agent.config import load
+
+        bench = demo_ota.Bench(load(cfg)).start_ecus()
+
         say("icv-agent run (bench config, udp_multicast CAN bus)")
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config",
                                   str(cfg)], stderr=open(out / "agent.log", "wb"))  # noqa: SIM115
@@ -129,16 +175,15 @@ def run(args: argparse.Namespace) -> int:
         trace = out / "drive.log"
         subprocess.run([sys.executable, "-m", "hil.cli", "scenario", str(scenario), "--config",
                         str(cfg), "-o", str(trace)], check=True)
-        subprocess.run([sys.executable, "-m", "hil.cli", "replay", str(trace), "--interface",
-                        "udp_multicast", "--channel", group, "-O", f"port={port}",
-                        "--speed", str(args.speed), "--quiet"], check=True)
+        replay_drive(trace, group, port, args.speed)
+        # the parked vehicle takes over the bus at once: no gap, so no signal goes stale
+        bench.park()
 
         say("signed command: report.period (Att.3 二 contribution of this vehicle)")
         period = current_quarter()
         response = backend.send_command(load_backend_key(out / "backend-keys" / "backend.key"),
                                         VIN, "report.period", {"period": period}, timeout=15)
-        print(json.dumps(response, indent=2, ensure_ascii=False)[:1500] if response
-              else "no response")
+        print(period_summary(response) if response else "no response")
 
         say("OTA: a signed campaign, Uptane verification, consent, UDS flash of two ECUs")
         ocert = pki.client("icv-ota-backend")
@@ -146,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             "--config", str(cfg), "--ota-dir", str(out / "ota"), "--repo-port",
             str(repo_port), "--signing-key", str(backend_key), "--host", broker.host,
             "--port", str(broker.port), "--ca", str(ocert.ca), "--cert", str(ocert.cert),
-            "--key", str(ocert.key), "--timeout", "240"])
+            "--key", str(ocert.key), "--timeout", "240"], bench=bench)
         subprocess.run([sys.executable, "-m", "agent.cli", "ecu", "versions", "--config",
                         str(cfg)], check=False)
 
@@ -163,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if agent is not None and agent.poll() is None:
             agent.kill()
+        if bench is not None:
+            bench.close()
         if backend is not None:
             backend.close()
         broker.stop()

@@ -23,13 +23,8 @@ step "scenario -> CAN trace (hil/scenarios/drive.toml)"
 icv-hil scenario hil/scenarios/drive.toml --config "$CONFIG" -o "$OUT/demo.log"
 
 step "decoded signal timeline (driver and CDA signals)"
-icv-agent analyze --signals --config "$CONFIG" "$OUT/demo.log" 2>/dev/null \
-    | grep -E 'CDA\.(State|WarningLevel)|IsHandsOnWheel|Hazard|Airbag|Restraint|Crash' \
-    | python3 -c '
-import json, sys
-for line in sys.stdin:
-    e = json.loads(line)
-    print("%s  %-44s %s" % (e["ts"], e["signal"], e["value"]))'
+icv-agent analyze --signals --table --config "$CONFIG" "$OUT/demo.log" 2>/dev/null \
+    | grep -E 'CDA\.(State|WarningLevel)|IsHandsOnWheel|Hazard|Airbag|Restraint|Crash'
 
 step "event records (signed, hash-chained)"
 icv-agent analyze --config "$CONFIG" "$OUT/demo.log" > "$OUT/records.jsonl"

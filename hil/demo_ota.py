@@ -95,7 +95,44 @@ class ParkedVehicle:
                     pass
 
 
-def main(argv: list[str] | None = None) -> int:
+class Bench:
+    """What stands on the agent's bus besides the agent: the virtual ECUs of the config's
+    ``[[ecu]]`` entries and the parked vehicle, on one python-can bus. ``make demo`` starts
+    the ECUs before the agent (its inventory at start reads them: no ``ecu.versions``
+    errors) and parks the vehicle the moment the drive replay ends (a gap in the traffic
+    makes every signal stale, then restored)."""
+
+    def __init__(self, cfg: AgentConfig):
+        self.cfg = cfg
+        bus_cfg = cfg.bus[0]
+        self.bus = can.Bus(interface=bus_cfg.interface, channel=bus_cfg.channel,
+                           **bus_cfg.options)
+        self.sims: list[Any] = []
+        self.vehicle: ParkedVehicle | None = None
+
+    def start_ecus(self) -> Bench:
+        if not self.sims:
+            self.sims = _start_ecus(self.cfg, self.bus)
+        return self
+
+    def park(self) -> Bench:
+        if self.vehicle is None:
+            self.vehicle = ParkedVehicle(self.cfg, self.bus).start()
+        return self
+
+    def close(self) -> None:
+        for sim in self.sims:
+            sim.stop()
+        if self.sims:
+            self.sims[0].notifier.stop()          # shared by all of them
+        if self.vehicle is not None:
+            self.vehicle.stop()
+        self.bus.shutdown()
+
+
+def main(argv: list[str] | None = None, bench: Bench | None = None) -> int:
+    """``bench``: ECUs and parked vehicle already on the bus (kept running on return);
+    without it they are started here (ECUs unless ``--no-ecus``) and stopped at the end."""
     from agent.config import load
     from hil.backend.broker import BrokerConfig
     from hil.backend.campaign import BenchOta, campaign_args, ecu_image, run_campaign
@@ -128,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.signing_key is None:
         p.error("--signing-key is required")
     cfg = load(args.config)
-    bus_cfg = cfg.bus[0]
-    bus = can.Bus(interface=bus_cfg.interface, channel=bus_cfg.channel, **bus_cfg.options)
-    vehicle = ParkedVehicle(cfg, bus).start()
-    sims = _start_ecus(cfg, bus) if not args.no_ecus else []
+    own = bench is None
+    if bench is None:
+        bench = Bench(cfg).park()
+        if not args.no_ecus:
+            bench.start_ecus()
     server = ota.serve(port=args.repo_port)
     broker = BrokerConfig(host=args.host, port=args.port, ca=args.ca or "",
                           cert=args.cert or "", key=args.key or "")
@@ -153,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
 
         def show(record: dict[str, Any]) -> None:
             data = record["data"]
-            print(f"#{record['seq']:<4} {record['type']:<24} "
-                  + ", ".join(f"{k}={v}" for k, v in data.items()
-                              if k in ("ecu", "percent", "decision", "channel", "reason",
-                                       "threat", "condition")))
+            if own:   # in `make demo` the backend prints every record already
+                print(f"#{record['seq']:<4} {record['type']:<24} "
+                      + ", ".join(f"{k}={v}" for k, v in data.items()
+                                  if k in ("ecu", "percent", "decision", "channel", "reason",
+                                           "threat", "condition")))
             if record["type"] == "ota.consent_requested":
                 print(f"     the user is asked: {data['purpose']} ({data['changes']}); "
                       f"~{data['estimated_duration_s']:g} s; unavailable: "
@@ -181,12 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         backend.close()
         server.stop()
-        for sim in sims:
-            sim.stop()
-        if sims:
-            sims[0].notifier.stop()          # shared by all of them
-        vehicle.stop()
-        bus.shutdown()
+        if own:
+            bench.close()
 
 
 def _vehicle_key(cfg: AgentConfig) -> Any:
