@@ -1,6 +1,6 @@
 """Driver disengagement: hands-off and eyes-off episodes while the system is engaged
 (ACTIVE or OVERRIDE) above the monitoring speed, the warnings the system gave, and
-whether they came in time (Att.1 §(七)3,5; UN R171 style limits of signals.md).
+whether they came in time (Att.1 §(七)3,5; UN R171 style ``[limits]``).
 
 An episode starts when the driver signal is known False while the system is engaged and
 the speed is above ``limits.monitoring_speed_kmh`` (whichever of the three comes last);
@@ -16,7 +16,7 @@ hands-off that the system rightly ignored is ordinary driving: no record, no vio
 
 ``driver.disengagement`` is emitted when the episode ends, stamped with its end and
 carrying ``start``. ``warnings`` lists every change of the warning (level, modality)
-while the episode ran: ``at_s`` from the start, ``modality`` the bit set of signals.md
+while the episode ran: ``at_s`` from the start, ``modality`` the bit set of docs/signals.md
 (1 visual, 2 acoustic, 4 haptic; null where unmapped) and ``modalities`` its names.
 ``compliance`` holds one verdict per limit that applies: ``ok``; ``late`` (it came after
 limit + tolerance); ``missing`` (the episode outlasted the limit without it). A limit

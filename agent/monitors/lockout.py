@@ -1,7 +1,7 @@
 """Lockout (activation prohibited after misuse): ``cda.lockout`` when State enters
 INHIBITED, ``cda.lockout_cleared`` when it leaves it, and the lockout self-checks.
 
-Misuse that calls for a lockout (signals.md limits): ``lockout_after_mrm`` MRMs begun
+Misuse that calls for a lockout (``[limits]``): ``lockout_after_mrm`` MRMs begun
 while the driver was being warned (hands/eyes), or ``lockout_after_escalations``
 escalated hands/eyes warnings within ``escalation_window_s``. ``reason`` is
 ``mrm_driver_unresponsive`` / ``escalated_warnings`` for those, ``escalated_warnings``

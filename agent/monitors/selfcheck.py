@@ -1,5 +1,5 @@
-"""Self-check: ``selfcheck.violation`` when the monitored system breaks a limit of
-signals.md.
+"""Self-check: ``selfcheck.violation`` when the monitored system breaks one of the
+``[limits]``.
 
 Each check lives in the monitor that already follows the behaviour (one state machine
 per concern, no second copy of it); this module names the rules and builds the record,

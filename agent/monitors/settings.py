@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass
 class LimitsConfig:
-    """Default limits of ``signals.md`` (UN R171, CN L2 draft, GB 39732, NHTSA SGO)."""
+    """Default limits (UN R171, CN L2 draft, GB 39732, NHTSA SGO); each explained in
+    config/full.toml."""
 
     monitoring_speed_kmh: float = 10.0
     hands_off_to_request_s: float = 5.0
