@@ -27,7 +27,10 @@ def build_parser(prog: str = "icv-agent",
                  description: str = "In-vehicle edge agent for L2 driver-assistance "
                                     "monitoring and OTA.",
                  families: list[str] = FAMILIES) -> argparse.ArgumentParser:
+    from agent import __version__
+
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output on stderr (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
