@@ -154,3 +154,44 @@ def test_wrong_sign_or_combine_is_named(tmp_path: Path, name: str, extra: str, k
     assert r.returncode != 0
     assert f"{tmp_path / 'map.toml'}: {key}: {problem}" in r.stderr + r.stdout, r.stderr
     assert "Traceback" not in r.stderr
+
+
+SCENARIO = f"""duration = 3.0
+[[step]]
+at = 0.0
+[step.set]
+"Vehicle.Speed" = 50.0
+"Vehicle.Chassis.Brake.IsPressed" = false
+"Vehicle.Chassis.SteeringWheel.Angle" = 90.0
+"Vehicle.Body.Lights.Hazard.IsSignaling" = false
+[[step]]
+at = 1.0
+set = {{ "Vehicle.Chassis.SteeringWheel.Angle" = -45.0, "{HAZARD}" = true }}
+[[step]]
+at = 2.0
+set = {{ "Vehicle.Chassis.SteeringWheel.Angle" = 0.0, "{HAZARD}" = false }}
+"""
+
+
+def test_a_scenario_on_the_hongqi_config_writes_both_signals(tmp_path: Path) -> None:
+    """``icv-hil scenario`` sets the direction bit and both turn signals (it used to refuse
+    -45 deg: beyond the unsigned magnitude's range)."""
+    (tmp_path / "s.toml").write_text(SCENARIO)
+    trace = tmp_path / "s.log"
+    r = subprocess.run([sys.executable, "-m", "hil.cli", "scenario", str(tmp_path / "s.toml"),
+                        "--config", str(CONFIG), "-o", str(trace)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    db = hongqi()
+    lamps = set()
+    for line in trace.read_text().splitlines():
+        fid, data = line.split()[2].split("#")
+        if int(fid, 16) == db.get_message_by_name("TURN_SIGNALS").frame_id:
+            v = db.decode_message(int(fid, 16), bytes.fromhex(data))
+            lamps.add((v["LEFT_TURN_SIGNALING"], v["RIGHT_TURN_SIGNALING"]))
+    assert lamps == {(0, 0), (1, 1)}
+    r = signals(trace)
+    assert r.returncode == 0, r.stderr
+    changes = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [c["value"] for c in changes if c["signal"] == ANGLE] == [90.0, -45.0, 0.0]
+    assert [c["value"] for c in changes if c["signal"] == HAZARD] == [False, True, False]

@@ -82,6 +82,8 @@ class Binding:
     # calls ``combine(phys, extra_phys)``; ``convert`` alone reads ``dbc_signal`` only.
     extra: str | None = None
     combine: Callable[[Any, Any], Any] | None = None
+    # its inverse (trace tools): canonical -> physical values of dbc_signal and extra
+    split: Callable[[Any], tuple[float, float]] | None = None
     # Smallest step of the canonical value (DBC scale x factor), 0 if not a number.
     resolution: float = 0.0
 
@@ -223,6 +225,47 @@ def make_combiner(entry: MappingEntry, spec: SignalSpec, message: Any, dbc_signa
     else:
         fn = _combined(entry, spec, dbc_signal, other, file, key, problems)
     return None if fn is None else (other, fn)
+
+
+def on_grid(sig: Any, phys: float) -> float:
+    """The physical value of the raw integer nearest to ``phys``."""
+    scale, offset = sig.scale or 1, sig.offset or 0
+    return round((phys - offset) / scale) * scale + offset
+
+
+def make_splitter(entry: MappingEntry, spec: SignalSpec, first: Any, second: Any
+                  ) -> Callable[[Any], tuple[float, float]]:
+    """The inverse of ``make_combiner`` for the trace tools: canonical value -> physical
+    values of the entry's signal and of the second one."""
+    if entry.sign is not None:
+        labels = {str(v): int(k) for k, v in (second.choices or {}).items()}
+        negative = sorted(x if isinstance(x, int) else labels[x] for x in entry.sign.negative)
+        positive = next(r for r in range(1 << second.length) if r not in negative)
+        scale, offset = second.scale or 1, second.offset or 0
+
+        def split_sign(want: Any) -> tuple[float, float]:
+            size = abs(want)
+            phys = (size - entry.offset) / entry.factor if spec.kind == FLOAT else size
+            raw = negative[0] if want < 0 else positive
+            return on_grid(first, phys), raw * scale + offset
+
+        return split_sign
+    assert entry.combine is not None
+    if spec.kind == BOOL:
+        both = entry.combine.op == "and"
+
+        def split_bool(want: Any) -> tuple[float, float]:
+            on = bool(want) is not entry.invert
+            return (on_grid(first, 1.0 if on else 0.0),
+                    on_grid(second, 1.0 if on and both else 0.0))
+
+        return split_bool
+
+    def split_number(want: Any) -> tuple[float, float]:
+        phys = (want - entry.offset) / entry.factor if spec.kind == FLOAT else want
+        return on_grid(first, phys), on_grid(second, phys)
+
+    return split_number
 
 
 def _signed(sign: SignFrom, spec: SignalSpec, direction: Any, convert: Callable[[Any], Any],

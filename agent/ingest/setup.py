@@ -18,6 +18,7 @@ from agent.ingest.mapping import (
     load_mapping,
     make_combiner,
     make_converter,
+    make_splitter,
     resolution,
 )
 from agent.model import Problems
@@ -188,6 +189,7 @@ def _plan(setup: BusSetup, file: Path, problems: Problems) -> None:
                 sigs.append(msg.get_signal_by_name(s.multiplexer_signal))
         if combined:
             binding.extra, binding.combine = combined[0].name, combined[1]
+            binding.split = make_splitter(entry, spec, sig, combined[0])
         if entry.timeout > 0:
             timeouts.append(entry.timeout)
     for k, (msg, bindings, sigs, timeouts) in by_msg.items():

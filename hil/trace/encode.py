@@ -89,10 +89,13 @@ class TraceEncoder:
         self._discrete = {c for c in self.ranks if CATALOGUE[c].kind != FLOAT}
         self._settled: dict[tuple[tuple[str, str], ...], dict[tuple[str, str], int]] = {}
         self._groups: list[tuple[Any, list[Binding]]] = []     # (DBC signal, its bindings)
+        # sign/combine entries: both of their DBC signals come from ``Binding.split``
+        self._split = [b for plan in setup.plans.values() for b in plan.bindings if b.split]
         for plan in setup.plans.values():
             by_signal: dict[str, list[Binding]] = {}
             for b in plan.bindings:
-                by_signal.setdefault(b.dbc_signal, []).append(b)
+                if b.split is None:
+                    by_signal.setdefault(b.dbc_signal, []).append(b)
             self._groups += [(plan.message.get_signal_by_name(name), bs)
                              for name, bs in by_signal.items()]
         for plan in setup.plans.values():
@@ -162,7 +165,7 @@ class TraceEncoder:
                 if b.canonical != canonical or b.rank != 0:
                     continue
                 sig = plan.message.get_signal_by_name(b.dbc_signal)
-                phys = self._invert(b, sig, want)
+                phys = b.split(want)[0] if b.split else self._invert(b, sig, want)
                 lo, hi = carried_range(sig)
                 if phys is None or lo - 1e-9 <= phys <= hi + 1e-9:
                     return None
@@ -199,9 +202,13 @@ class TraceEncoder:
                 self._sources = self._resolve_sources(wanted)
                 by_signal: dict[str, list[Binding]] = {}
                 for b in enc.plan.bindings:
-                    by_signal.setdefault(b.dbc_signal, []).append(b)
+                    if b.split is None:
+                        by_signal.setdefault(b.dbc_signal, []).append(b)
                 mapped = {name: self._choose(bs, msg.get_signal_by_name(name), wanted)
                           for name, bs in by_signal.items()}
+                for b in enc.plan.bindings:
+                    if b.split is not None and b.extra and wanted.get(b.canonical) is not None:
+                        mapped[b.dbc_signal], mapped[b.extra] = b.split(wanted[b.canonical])
                 enc.cache[key] = mapped
             values = dict(enc.base)
             values.update(mapped)
@@ -287,6 +294,10 @@ class TraceEncoder:
             phys = self._choose(bindings, sig, wanted)
             for b in bindings:
                 by_rank.setdefault(b.canonical, {})[b.rank] = b.convert(phys)
+        for b in self._split:
+            want = wanted.get(b.canonical)
+            if (names is None or b.canonical in names) and b.combine and want is not None:
+                by_rank.setdefault(b.canonical, {})[b.rank] = b.combine(*b.split(want))
         return {c: next((v for _, v in sorted(ranks.items()) if v is not None), None)
                 for c, ranks in by_rank.items()}
 
