@@ -49,16 +49,19 @@ def isotp_address(ecu: EcuConfig, *, server: bool = False) -> isotp.Address:
     return isotp.Address(mode, txid=txid, rxid=rxid)
 
 
-def functional_address(ecu: EcuConfig) -> tuple[isotp.Address, isotp.TargetAddressType]:
-    """Where a functionally addressed request goes: ISO 15765-4's functional id for
-    normal fixed addressing (can-isotp derives it), else the configured ``functional_id``.
-    The receive id is the ECU's response id; the stack that sends is in listen mode."""
+def functional_address(ecu: EcuConfig) -> isotp.AsymmetricAddress:
+    """Where a functionally addressed request goes: the configured ``functional_id``, or
+    ISO 15765-4's 0x18DB<ta><sa> for normal fixed addressing. The stack that sends it
+    receives only on that same id: never the ECU's answers (the link has those), so it
+    never answers them with a second flow control."""
     if ecu.addressing == "normal_fixed_29bit":
-        return isotp_address(ecu), isotp.TargetAddressType.Functional
+        can_id = 0x18DB0000 | (ecu.target_address << 8) | ecu.source_address
+    else:
+        can_id = ecu.functional_id
     mode = (isotp.AddressingMode.Normal_11bits if ecu.addressing == "normal_11bit"
             else isotp.AddressingMode.Normal_29bits)
-    return (isotp.Address(mode, txid=ecu.functional_id, rxid=ecu.rxid),
-            isotp.TargetAddressType.Physical)
+    return isotp.AsymmetricAddress(tx_addr=isotp.Address(mode, txid=can_id, tx_only=True),
+                                   rx_addr=isotp.Address(mode, rxid=can_id, rx_only=True))
 
 
 # Linux CAN_ISOTP_SF_BROADCAST: 1-to-N, single frames only, no flow control received.
@@ -277,9 +280,9 @@ class EcuLink:
 
     def send_functional(self, payload: bytes, timeout: float) -> None:
         """One single-frame request to every ECU of the bus (ISO 14229-1 functional
-        addressing). A stack of its own, in listen mode, so it never answers the ECU's
-        frames with flow control; opened per request, these requests are rare."""
-        address, target = functional_address(self.ecu)
+        addressing), on a stack of its own (see ``functional_address``) opened per
+        request: these requests are rare."""
+        address = functional_address(self.ecu)
         if self.ecu.kernel_isotp:
             sock = isotp.socket(timeout=timeout)
             sock.set_opts(optflag=_KERNEL_SF_BROADCAST)
@@ -292,12 +295,11 @@ class EcuLink:
                 sock.close()
             return
         assert self.bus is not None and self.notifier is not None
-        params = dict(isotp_params(self.ecu), listen_mode=True)
         stack = isotp.NotifierBasedCanStack(self.bus, self.notifier, address=address,
-                                            params=params)
+                                            params=isotp_params(self.ecu))
         stack.start()
         try:
-            stack.send(payload, target_address_type=target, send_timeout=timeout)
+            stack.send(payload, send_timeout=timeout)
         finally:
             stack.stop()
 

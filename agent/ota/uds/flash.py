@@ -188,10 +188,10 @@ class FlashSession:
         except FlashError as exc:
             log.error("%s: flash failed: %s", self.ecu.name, exc)
             result.error = exc
-            if not result.touched:
-                self._leave_programming(link, steps)
-            elif self.ecu.can_restore and self.restore_on_failure:
+            if result.touched and self.ecu.can_restore and self.restore_on_failure:
                 self._restore(run)
+            else:       # untouched, or nothing to go back to: its bootloader stays in charge
+                self._leave_programming(link, steps)
         finally:
             try:
                 self._after(run)
@@ -203,12 +203,15 @@ class FlashSession:
     # -- the sequence -------------------------------------------------------------------
 
     def _enter(self, step: str) -> None:
-        """Announce ``step`` (once for consecutive steps of one name, e.g. two fingerprint
-        writes) and check the vehicle is still in its safe state."""
+        """Announce ``step`` and check the vehicle is still in its safe state."""
+        self._announce(step)
+        self._check_precondition()
+
+    def _announce(self, step: str) -> None:
+        """``on_step`` once for consecutive steps of one name (two fingerprint writes)."""
         if self.on_step is not None and step != self.step:
             self.on_step(step)
         self.step = step
-        self._check_precondition()
 
     def _check_precondition(self) -> None:
         if self.precondition is None:
@@ -230,9 +233,7 @@ class FlashSession:
         """One recipe step; the precondition is checked first (not before verify: the
         ECU is reset already and nothing more can be stopped)."""
         if step.do == "verify":
-            if self.on_step is not None and step.label != self.step:
-                self.on_step(step.label)
-            self.step = step.label
+            self._announce(step.label)
         elif step.do != "download":             # it announces its three parts itself
             self._enter(step.label)
         _ACTIONS[step.do](self, step, run, expected)
@@ -249,8 +250,7 @@ class FlashSession:
             self._functional(step, run, request)
         else:
             self._physical(step, run, lambda: client.change_session(step.session))
-        if not step.functional or step.session != 0x01:
-            run.keeper.active = step.session != 0x01
+        run.keeper.active = step.session != 0x01
 
     def _tester_present_step(self, step: FlashStep, run: _Run,
                              expected: Mapping[int, str]) -> None:
@@ -415,7 +415,8 @@ class FlashSession:
                          retries=None, pause_s=min(0.05, self.ecu.p2_s))
 
     def _leave_programming(self, link: EcuLink, steps: StepRunner) -> None:
-        """Nothing was erased: one polite request back to the default session."""
+        """One polite request back to the default session (an ECU whose memory was erased
+        stays in its bootloader there), so the ``after`` steps find every ECU alike."""
         try:
             steps.run("leave", self.ecu.budget.session_s,
                       lambda: link.client.change_session(
@@ -458,8 +459,10 @@ class FlashSession:
 
     def _after(self, run: _Run) -> None:
         """Switch back on what the flash switched off on the bus (85 01, 28 00, ...), on
-        success and on failure; a failure here is logged and kept, the flash result stays."""
+        success and on failure, also when the vehicle left its safe state (these steps undo,
+        they do not program); a failure here is logged and kept, the flash result stays."""
         for step in self.ecu.after:
+            self._announce(step.label)
             try:
                 _ACTIONS[step.do](self, step, run, {})
             except FlashError as exc:
