@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 VIN = "LSVAU2180N2183294"
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=timezone.utc).timestamp()
 
-# One realistic record of every type signals.md fixes, and a few free-form ones.
+# One realistic record of every type the record schema fixes, and a few free-form ones.
 SAMPLES: list[tuple[str, dict]] = [
     ("agent.started", {"versions": {"agent": "0.1.0"}, "boot": 1}),
     ("cda.activated", {"function": "LCC", "speed": 72.4}),
