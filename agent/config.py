@@ -17,6 +17,7 @@ from agent.keyfiles import key_file_exposed
 from agent.model import ConfigError, Problems, build, read_toml
 from agent.monitors.settings import LimitsConfig
 from agent.ota.settings import EcuConfig, OtaConfig
+from agent.security.settings import SecurityConfig
 from agent.uplink.settings import CommandsConfig, UplinkConfig
 
 VIN = re.compile(r"^[A-Z0-9]{17}$")
@@ -96,6 +97,7 @@ class AgentConfig:
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
     ecu: list[EcuConfig] = field(default_factory=list)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     # Filled by load(), not from TOML.
     path: Path = field(default=Path("."), init=False)
@@ -159,6 +161,7 @@ def _check_ota(cfg: AgentConfig, path: Path, problems: Problems) -> None:
 def load(path: str | Path) -> AgentConfig:
     """Load and validate; raise ``ConfigError`` listing every problem."""
     from agent.ingest.setup import load_bus  # ingest depends on config, not the reverse
+    from agent.security import check_security
 
     path = Path(path)
     problems = Problems()
@@ -193,6 +196,7 @@ def load(path: str | Path) -> AgentConfig:
     _check_ota(cfg, path, problems)
     _check_uplink(cfg, path, problems)
     check_journal(cfg.journal, path, problems)
+    check_security(cfg, path, problems)
     if not VIN.match(cfg.vehicle.vin):
         problems.add(path, "vehicle.vin", f"{cfg.vehicle.vin!r} is not a VIN "
                      "(17 characters, A-Z and 0-9)")

@@ -24,8 +24,12 @@ class Recorder:
     def __init__(self, db: StateDB, chain: RecordChain, utc: Callable[[float], float],
                  time_source: str, *, journal: Journal | None = None,
                  deliver: Callable[[list[dict[str, Any]]], None] | None = None,
-                 retry_s: float = 1.0):
+                 retry_s: float = 1.0,
+                 observe: Callable[[str, dict[str, Any]], Any] | None = None):
         self.db = db
+        # Shown every record asked for; returns a (type, data) record that goes with it
+        # (the security record of a refusal, agent.security), or None.
+        self.observe = observe
         self.chain = chain
         self.utc = utc
         self.time_source = time_source
@@ -42,6 +46,10 @@ class Recorder:
 
     def record(self, type_: str, data: dict[str, Any], t: float) -> None:
         self._events.append((type_, data, t))
+        if self.observe is not None:
+            extra = self.observe(type_, data)
+            if extra is not None:
+                self._events.append((extra[0], extra[1], t))
 
     def persist(self, key: str, value: Any) -> None:
         self._state[key] = value

@@ -79,6 +79,7 @@ def _print(report: dict[str, Any], text: str | None) -> None:
 def cmd_period(args: argparse.Namespace) -> int:
     from agent.monitors.stats import CLOSED_KEY, OPEN_KEY
     from agent.reports.period import check_period, find_period, period_report, period_text
+    from agent.security import COUNTS_KEY, period_counts
 
     try:
         period = check_period(args.period)
@@ -94,12 +95,13 @@ def cmd_period(args: argparse.Namespace) -> int:
         records = store.records(types) + _from_file(args.records, types)
         data, status, source = find_period(period, closed=store.get(CLOSED_KEY),
                                            open_totals=store.get(OPEN_KEY), records=records)
+        security = period_counts(store.get(COUNTS_KEY), period)
     except ReportError as exc:
         print(f"error: {exc} (state db {store.path})", file=sys.stderr)
         return 1
     finally:
         store.close()
-    report = period_report(period, cfg.vehicle.vin, data, status, source)
+    report = period_report(period, cfg.vehicle.vin, data, status, source, security=security)
     _print(report, period_text(report) if args.text else None)
     return 0
 

@@ -60,7 +60,7 @@ def find_period(period: str, *, closed: dict[str, Any] | None, open_totals: dict
 
 
 def period_report(period: str, vin: str, data: dict[str, Any], status: str,
-                  source: str) -> dict[str, Any]:
+                  source: str, security: dict[str, int] | None = None) -> dict[str, Any]:
     active = data.get("active_s") or {}
     km = data.get("distance_km") or {}
     counts: dict[str, int] = data.get("counts") or {}
@@ -92,6 +92,8 @@ def period_report(period: str, vin: str, data: dict[str, Any], status: str,
             "other": {key: int(counts.get(count, 0)) for key, count in OTHER},
         },
         "counts": counts,
+        # GB 44495 security events of the period, per kind (agent.security).
+        "security_events": dict(security or {}),
     }
 
 
@@ -120,4 +122,9 @@ def period_text(report: dict[str, Any]) -> str:
         lines.append(f"  {zh} ({key}){'':<4}{report['events'][key]:>6}")
     for key, value in report["events"]["other"].items():
         lines.append(f"  other: {key:<36}{value:>6}")
+    security = report.get("security_events") or {}
+    if security:
+        lines += ["", "security events (GB 44495)"]
+        for key, value in security.items():
+            lines.append(f"  {key:<43}{value:>6}")
     return "\n".join(lines) + "\n"

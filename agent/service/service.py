@@ -31,6 +31,7 @@ from agent.pipeline import Pipeline, TimeBase
 from agent.recorder import Recorder
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
+from agent.security import EndpointPolicy, SecurityLog, allowed_endpoints, install
 from agent.service.health import system_figures
 from agent.service.notify import Notifier
 from agent.timefmt import iso_ms
@@ -70,8 +71,13 @@ class Service:
         # Records of the OTA thread, written by this (pipeline) thread like everything else.
         self.ota_records: queue.SimpleQueue = queue.SimpleQueue()
         self.ota: Any = None
+        # GB 44495: one place for security events, and the endpoints the agent may reach.
+        self.security = SecurityLog(cfg.security, on_count=self._count_security)
+        self.endpoints = EndpointPolicy(allowed_endpoints(cfg), self.security)
+        self._exposed_keys: set[str] = set()
         self.recorder = Recorder(self.db, self.chain, self.timebase.utc, "system",
-                                 journal=self.journal, deliver=self._delivered)
+                                 journal=self.journal, deliver=self._delivered,
+                                 observe=self.security.observe)
         self.extras: dict[str, Any] = {}
         self.pipeline = Pipeline(cfg, self.recorder, self.timebase, ALL, extras=self.extras)
         # One bus (the usual gateway case): the pipeline thread reads it itself, no hand-off
@@ -113,7 +119,8 @@ class Service:
         self.gate.register("config.get", self._cmd_config_get)
         self.uplink = Uplink(resolved, cfg.vehicle.vin, self.db_path,
                              on_command=lambda name, payload: self.commands.put((name, payload)),
-                             journal_config=cfg.journal)
+                             journal_config=cfg.journal, endpoints=self.endpoints,
+                             security=self.security)
 
     def _setup_ota(self) -> None:
         """Campaigns, consent and ECU inventory on their own thread (agent.ota.campaign)."""
@@ -158,6 +165,40 @@ class Service:
             type_, data = records.get_nowait()
             self.recorder.record(type_, data, t)
 
+    def _drain_security(self, t: float) -> None:
+        for type_, data in self.security.drain():
+            self.recorder.record(type_, data, t)
+
+    def _count_security(self, kind: str) -> None:
+        """Every security event counted in its quarter and year (the period report)."""
+        from zoneinfo import ZoneInfo
+
+        from agent.monitors.stats import quarter_of, year_of
+        from agent.security import COUNTS_KEY, count_in_periods
+
+        tz, now = ZoneInfo(self.cfg.vehicle.timezone), time.time()
+        periods = (quarter_of(now, tz)[0], year_of(now, tz)[0])
+        self.recorder.persist(COUNTS_KEY, count_in_periods(
+            self.recorder.load(COUNTS_KEY), kind, periods))
+
+    def _check_key_files(self) -> None:
+        """A private key that became readable by others while running: a security event
+        (at start the agent refuses such a key; this catches a later chmod)."""
+        from agent.keyfiles import key_file_exposed
+
+        cfg = self.cfg
+        paths = [("device", cfg.key_path)]
+        if cfg.uplink.key:
+            paths.append(("uplink", cfg.resolve(cfg.uplink.key)))
+        if cfg.ota.uptane.client_key:
+            paths.append(("ota", cfg.resolve(cfg.ota.uptane.client_key)))
+        for what, path in paths:
+            problem = key_file_exposed(path)
+            if problem and str(path) not in self._exposed_keys:
+                self.security.report("key_permission", {"key": what, "path": str(path),
+                                                        "problem": problem})
+            (self._exposed_keys.add if problem else self._exposed_keys.discard)(str(path))
+
     def _delivered(self, records: list[dict[str, Any]]) -> None:
         if self.uplink is not None:
             self.uplink.notify()
@@ -188,6 +229,7 @@ class Service:
         from agent.monitors.stats import CLOSED_KEY, OPEN_KEY
         from agent.reports.period import check_period, find_period, period_report
         from agent.reports.store import ReportError
+        from agent.security import COUNTS_KEY, period_counts
         from agent.uplink.commands import CommandFailed
 
         try:
@@ -199,7 +241,8 @@ class Service:
             raise CommandFailed(str(exc)) from None
         self.recorder.record("stats.period", {**data, "on_request": True, "status": status},
                              time.monotonic())
-        return period_report(period, self.cfg.vehicle.vin, data, status, source)
+        return period_report(period, self.cfg.vehicle.vin, data, status, source,
+                             security=period_counts(self.recorder.load(COUNTS_KEY), period))
 
     def _cmd_records_resend(self, command: Any) -> dict[str, Any]:
         """The backend lost records (a broker crash): send ``from_seq..to_seq`` again from
@@ -240,6 +283,7 @@ class Service:
             "key": self.key.fingerprint,
             "journal_depth": {str(k): v for k, v in self.journal.depth().items()}}, t)
         self.recorder.flush()
+        install(self.endpoints, self.security)
         if cfg.uplink.enabled:
             self._setup_uplink()
             self.uplink.start()
@@ -320,12 +364,15 @@ class Service:
             name, payload = commands.get_nowait()
             self._handle_command(name, payload, now)
         self._drain_ota(now)
+        self._drain_security(now)
         for link in self.links:
             lost = link.overrun(now)
             if lost is not None:
                 self.recorder.record("bus.overrun", self._overrun_data(link, *lost), now)
         if now >= self._next_health:
             self._next_health = now + self.cfg.health.interval_s
+            self._check_key_files()
+            self._drain_security(now)
             self.recorder.record("agent.health", self.health(), now)
         self.recorder.flush()
         if self._watchdog_every is not None and now >= self._next_watchdog:
@@ -358,6 +405,8 @@ class Service:
         if self.ota is not None:
             self.ota.stop()
             self._drain_ota(t)
+        self._drain_security(t)
+        install(None, None)
         self.pipeline.stop(t)
         self.recorder.record("agent.stopped", {"reason": self.stop_reason or "end",
                                                "frames": self.frames_fed}, t)
@@ -391,6 +440,7 @@ class Service:
             out["uplink"] = self.uplink.stats()
         if self.gate is not None:
             out["commands"] = {"accepted": self.gate.accepted, "rejected": self.gate.rejected}
+        out["security"] = self.security.stats()
         return out
 
     def health(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.journal.outbox import RESEND_LANE, Journal
 from agent.journal.settings import JournalConfig
 from agent.journal.statedb import StateDB
+from agent.security import EndpointPolicy, EndpointRefused, SecurityLog
 from agent.uplink import topics
 from agent.uplink.settings import UplinkConfig
 
@@ -84,7 +85,9 @@ class Uplink:
                  on_command: CommandHandler | None = None,
                  on_acked: Callable[[list[str]], None] | None = None,
                  journal_config: JournalConfig | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 endpoints: EndpointPolicy | None = None,
+                 security: SecurityLog | None = None):
         if config.protocol not in _PROTOCOLS:
             raise UplinkConfigError(f"uplink.protocol: {config.protocol!r} is not one of "
                                     f"{', '.join(_PROTOCOLS)}")
@@ -95,6 +98,9 @@ class Uplink:
         self.client_id = config.client_id or vin
         self.on_command = on_command
         self.on_acked = on_acked
+        # GB 44495: only allowed endpoints (None: no allow-list); TLS failures recorded.
+        self.endpoints = endpoints
+        self.security = security
         self.db = StateDB(db_path, synchronous="NORMAL")
         self.journal = Journal(self.db, journal_config)
         self._v5 = config.protocol == "5"
@@ -286,6 +292,12 @@ class Uplink:
 
     def _connect(self) -> _Session | None:
         """A connected session (CONNACK received), or None with ``last_error`` set."""
+        if self.endpoints is not None:
+            try:
+                self.endpoints.check(self.config.host, self.config.port, "uplink")
+            except EndpointRefused as exc:
+                self.last_error = str(exc)
+                return None
         box: list[_Session] = []
         try:
             client = self._client(box)
@@ -304,6 +316,10 @@ class Uplink:
                            properties=props)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"connect: {exc}"
+            if isinstance(exc, ssl.SSLError) and self.security is not None:
+                self.security.report("certificate_failure", {
+                    "endpoint": f"{self.config.host}:{self.config.port}", "what": "uplink",
+                    "error": str(exc)[:300]})
             return None
         client.loop_start()
         deadline = time.monotonic() + self.config.connect_timeout_s

@@ -37,6 +37,7 @@ from agent.ota.uptane.errors import (
     UpdateRejected,
 )
 from agent.ota.uptane.settings import UptaneConfig
+from agent.security import EndpointRefused, endpoint_of_url, installed
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ class TransferLimits:
     def budget_s(self, length: int) -> float:
         """Seconds one transfer of ``length`` bytes may take in all, attempts included."""
         return self.allowance_s + length / self.min_average_bytes_s
+
+
+class EndpointNotAllowed(DownloadFailed):
+    """The URL's host:port is outside ``[security] allowed_endpoints`` (never fetched)."""
 
 
 class NotFound(Exception):
@@ -262,9 +267,20 @@ class HttpFetcher(FetcherInterface):
             left = self._left(url, deadline)
             connect, read = min(connect, left), min(read, left)
         timeout = urllib3.Timeout(connect=connect, read=read)
+        policy, security = installed()          # GB 44495: allowed endpoints only
+        if policy is not None:
+            try:
+                policy.check_url(url, "ota")
+            except EndpointRefused as exc:
+                raise EndpointNotAllowed(str(exc)) from None
         try:
             resp = self.pool.request("GET", url, headers=headers, preload_content=False,
                                      timeout=timeout, retries=False, redirect=False)
+        except urllib3.exceptions.SSLError as exc:
+            if security is not None:
+                security.report("certificate_failure", {"endpoint": endpoint_of_url(url),
+                                                        "what": "ota", "error": str(exc)[:300]})
+            raise DownloadFailed(f"{url}: {exc}") from exc
         except urllib3.exceptions.ReadTimeoutError as exc:
             raise SlowRetrieval(f"{url}: no response within {lim.speed_window_s:g} s") \
                 from exc
@@ -326,6 +342,8 @@ class HttpFetcher(FetcherInterface):
                 self.sleep(pause)
             try:
                 return attempt(deadline)
+            except EndpointNotAllowed:
+                raise                           # asking again changes nothing
             except (SlowRetrieval, DownloadFailed) as exc:
                 last = exc
                 if self.clock() >= deadline:
