@@ -125,15 +125,18 @@ def is_programming(request: bytes) -> bool:
     return request[0] in PROGRAMMING
 
 
-def agent_toml(tmp: Path, bus_text: str, ota_text: str, extra: str = "") -> Path:
-    """config/bench.toml with our bus, state dir, OTA sections and the two ECUs."""
+def agent_toml(tmp: Path, bus_text: str, ota_text: str, extra: str = "",
+               ecus: str | None = None) -> Path:
+    """config/bench.toml with our bus, state dir, OTA sections and the two ECUs (or the
+    ``[[ecu]]`` tables in ``ecus``)."""
     text = (ROOT / "config" / "bench.toml").read_text()
     text = re.sub(r'interface = "virtual".*\n', "", text)
     text = text.replace('channel = "icv-bench"\n', bus_text)
     text = text.replace('"../dbc/', f'"{ROOT}/dbc/')
     text = text.replace('dir = "../.state/bench"', f'dir = "{tmp / "state"}"')
     path = tmp / "agent.toml"
-    path.write_text(text + "\n" + ota_text + "\n" + extra + "\n" + ECU_TOML)
+    path.write_text(text + "\n" + ota_text + "\n" + extra + "\n"
+                    + (ECU_TOML if ecus is None else ecus))
     return path
 
 
