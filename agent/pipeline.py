@@ -70,7 +70,7 @@ class Pipeline:
             if missing:
                 self.off[cls.name] = missing
                 continue
-            self.monitors.append(cls(self.ctx))
+            self._add(cls)
         self._watchers: dict[str, list[Callable[[str, Any, float], None]]] = {}
         for m in self.monitors:
             for name in m.watches:
@@ -87,6 +87,17 @@ class Pipeline:
         self.started_at: float | None = None
         self.now: float | None = None
         self._next_housekeeping = 0.0
+
+    def _add(self, cls: type[Monitor]) -> Monitor:
+        """One monitor of ``cls``, after those it uses (one of each per pipeline: a crash is
+        computed once, however many monitors read it)."""
+        m = self.ctx.monitors.get(cls)
+        if m is None:
+            for dep in cls.uses:
+                self._add(dep)
+            m = self.ctx.monitors[cls] = cls(self.ctx)
+            self.monitors.append(m)
+        return m
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, t: float) -> None:

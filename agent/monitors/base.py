@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from agent.config import VehicleConfig
@@ -33,16 +33,20 @@ class MonitorContext:
     """utc(t): epoch seconds (UTC) of data time ``t``, for calendar logic and timestamps."""
     extras: dict[str, Any]
     """Shared facts other parts provide (e.g. ``software_versions`` from the ECU inventory)."""
+    monitors: dict[type[Monitor], Monitor] = field(default_factory=dict)
+    """The pipeline's monitors by class, one each: how a monitor finds one it ``uses``."""
 
 
 class Monitor:
     """Base class. Subclasses set ``name``, ``inputs`` (needed: the monitor stays off if any
-    is unmapped) and ``watches`` (changes delivered to ``on_signal``)."""
+    is unmapped), ``watches`` (changes delivered to ``on_signal``) and ``uses`` (monitors
+    whose results this one reads: the pipeline runs one of each, before this one)."""
 
     name: ClassVar[str] = "monitor"
     inputs: ClassVar[tuple[str, ...]] = ()
     watches: ClassVar[tuple[str, ...]] = ()
     tick_s: ClassVar[float | None] = None     # on_tick period in data time; None = never
+    uses: ClassVar[tuple[type[Monitor], ...]] = ()
 
     def __init__(self, ctx: MonitorContext):
         self.ctx = ctx
@@ -73,6 +77,17 @@ class Monitor:
 
     def value(self, name: str, default: Any = None) -> Any:
         return self.state.value(name, default)
+
+    def used(self, cls: type[M]) -> M:
+        """The pipeline's one ``cls`` monitor (listed in ``uses``)."""
+        m = self.ctx.monitors.get(cls)
+        if not isinstance(m, cls):
+            raise RuntimeError(f"{type(self).__name__} uses {cls.__name__}, which the "
+                               f"pipeline did not start first")
+        return m
+
+
+M = TypeVar("M", bound=Monitor)
 
 
 def finite(value: float, digits: int = 3) -> float | None:

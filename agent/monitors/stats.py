@@ -19,7 +19,9 @@ last checkpoint. Periods are closed in data time (``ctx.utc``); a period that en
 the agent was off is closed at the next start.
 
 The monitor counts the events itself from the same signals the other monitors read
-(monitors do not see each other's records); see ``COUNTS`` for the keys.
+(monitors do not see each other's records), with their rules: exits by ``cda.decide_exit``,
+crashes as the one ``CrashMonitor`` of the pipeline announces them (the accident records
+come from the same crashes); see ``COUNTS`` for the keys.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.monitors.accident import ACCEL, FLAG_TRIGGERS, IN_USE, CrashGrouper, CrashTriggers, InUse
 from agent.monitors.base import Monitor
 from agent.monitors.cda import EXIT_SETTLE_S, decide_exit, exit_cues
+from agent.monitors.crash import IN_USE, Crash, CrashMonitor, Trigger
 from agent.timefmt import EARLIEST, LATEST, iso_ms, plausible
 
 log = logging.getLogger(__name__)
@@ -161,18 +163,16 @@ class Totals:
 class PeriodStatsMonitor(Monitor):
     name = "stats"
     inputs = (STATE,)
-    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, *SAFETY, *FLAG_TRIGGERS, ACCEL,
-               *EXIT_CUES)
+    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, *SAFETY, *EXIT_CUES)
+    uses = (CrashMonitor,)
     tick_s = 0.5
 
     def __init__(self, ctx: Any):
         super().__init__(ctx)
         self.tz_name = ctx.vehicle.timezone or "Asia/Shanghai"
         self.tz = ZoneInfo(self.tz_name)
-        self.crash = CrashTriggers(ctx.state, ctx.limits)
-        self.grouper = CrashGrouper(ctx.limits.accident_after_s,
-                                    max(ctx.limits.accident_after_s,
-                                        ctx.state.history.seconds - 1.0))
+        self.crash = self.used(CrashMonitor)
+        self.crash.listen(self)
         self.quarter: Totals | None = None
         self.year: Totals | None = None
         self.has_odometer = ctx.state.mapped(ODOMETER)
@@ -180,7 +180,6 @@ class PeriodStatsMonitor(Monitor):
         self.state_value: Any = None
         self.in_session = False
         self.session_start: float | None = None
-        self.in_use = InUse()
         self.function: Any = None
         self.seg_t: float | None = None         # accumulated up to here (None: not active)
         self.speed: float | None = None
@@ -243,16 +242,10 @@ class PeriodStatsMonitor(Monitor):
                     self._count(f"{key}.cda_in_use", t)
             if value is not None:
                 self.safety_known_false[name] = value is False
-        trig = self.crash.on_signal(name, value, t)
-        if trig is not None:
-            self._on_crash(trig.t)
 
     def on_tick(self, t: float) -> None:
         self._advance(t)
         self._resolve_exit(t)
-        trig = self.crash.advance(t)
-        if trig is not None:
-            self._on_crash(trig.t)
         if self.seg_t is not None and (self.last_checkpoint is None
                                        or t - self.last_checkpoint >= CHECKPOINT_S):
             self._checkpoint(t)
@@ -261,7 +254,6 @@ class PeriodStatsMonitor(Monitor):
     def _on_state(self, value: Any, t: float) -> None:
         before = self.state_value
         self.state_value = value
-        self.in_use.on_state(value, t, self.function)
         if value is None:                           # unknown: pause, neither start nor end
             self._pause()
             return
@@ -376,11 +368,17 @@ class PeriodStatsMonitor(Monitor):
             totals.counts[key] = totals.counts.get(key, 0) + 1
         self._checkpoint(t)
 
-    def _on_crash(self, t: float) -> None:
-        if self.grouper.offer(t):
-            self._count("accident", t)
-            if self.in_use.within(t, self.limits.cda_in_use_lookback_s):
-                self._count("accident.cda_in_use", t)
+    def on_crash_triggers(self, crash: Crash, fresh: list[Trigger], now: float) -> None:
+        """A crash is counted when first announced, as ``accident.trigger`` reports it: in
+        use by the same ``cda_in_use_30s`` test, on the crash monitor's in-use state."""
+        if crash.announced:
+            return
+        self._count("accident", now)
+        if self.crash.in_use.within(crash.first, self.limits.cda_in_use_lookback_s):
+            self._count("accident.cda_in_use", now)
+
+    def on_crash_closed(self, crash: Crash, end: float, complete: bool, now: float) -> None:
+        pass
 
     # -- periods and persistence -----------------------------------------------------------
     def _close(self, kind: str, t: float) -> None:
