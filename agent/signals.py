@@ -267,11 +267,13 @@ def markdown() -> str:
         lines += ["Used: " + ("; ".join(u for u in users if u) or
                               "in accident records only") + ".", ""]
     lines += ["## Monitors", "",
-              "| monitor | module | needs (off without) | watches |", "|---|---|---|---|"]
+              "| monitor | module | needs (off without) | watches | uses the results of |",
+              "|---|---|---|---|---|"]
     for m in monitors:
         watches = [w for w in m.watches if w not in m.inputs]
+        uses = [u.name for u in getattr(m, "uses", ())]
         lines.append(f"| `{m.name}` | `{m.__module__}` | {_names(list(m.inputs))} | "
-                     f"{_names(watches)} |")
+                     f"{_names(watches)} | {_names(uses)} |")
     lines += ["", "The limits the monitors judge against (`[limits]`) are listed with their "
               "defaults in `config/full.toml`; the event records they emit in "
               "`docs/records.md` and `agent/records/schema.json`.", ""]
