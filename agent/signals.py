@@ -1,4 +1,4 @@
-"""Canonical signal catalogue (the contract of ``signals.md``).
+"""Canonical signal catalogue: the contract docs/signals.md is generated from.
 
 Monitors, mappings, scenarios and records speak only these names, never DBC names, so one
 monitor serves every OEM database. VSS paths where COVESA VSS has the signal;

@@ -1,7 +1,7 @@
 """Period statistics for the event report (Att.3 二): active time and distance per CDA
 function and event counts, per calendar quarter and year in the vehicle's time zone.
 
-"Active" is the set signals.md calls "in use": State ACTIVE, OVERRIDE or MRM. Sessions are
+"Active" is the set docs/signals.md calls "in use": State ACTIVE, OVERRIDE or MRM. Sessions are
 those of ``cda.py``: one starts when State enters ACTIVE and ends when it leaves the set
 for OFF/STANDBY/FAULT/INHIBITED; exit reasons follow the same rule. While the state is
 unknown (stale) the session neither ends nor counts time.

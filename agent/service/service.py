@@ -225,7 +225,7 @@ class Service:
 
     def _cmd_report_period(self, command: Any) -> dict[str, Any]:
         """The Att.3 二 contribution of this vehicle for ``args.period``; also sent as a
-        ``stats.period`` record (signals.md: "at each period end and on request")."""
+        ``stats.period`` record ("at each period end and on request")."""
         from agent.monitors.stats import CLOSED_KEY, OPEN_KEY
         from agent.reports.period import check_period, find_period, period_report
         from agent.reports.store import ReportError
