@@ -275,9 +275,36 @@ def markdown() -> str:
         lines.append(f"| `{m.name}` | `{m.__module__}` | {_names(list(m.inputs))} | "
                      f"{_names(watches)} | {_names(uses)} |")
     lines += ["", "The limits the monitors judge against (`[limits]`) are listed with their "
-              "defaults in `config/full.toml`; the event records they emit in "
-              "`docs/records.md` and `agent/records/schema.json`.", ""]
-    return "\n".join(lines)
+              "defaults in `config/full.toml`.", ""]
+    return "\n".join(lines + _events())
+
+
+def _field(name: str, spec: dict[str, Any]) -> str:
+    values = [v for v in spec.get("enum", ()) if v is not None]
+    return f"`{name}`" + (f" ({' '.join(f'`{v}`' for v in values)})" if values else "")
+
+
+def _events() -> list[str]:
+    """The event types of the record schema, with what they mean and their data fields."""
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parent / "records" / "schema.json")
+                        .read_text(encoding="utf-8"))
+    lines = ["## Event records", "",
+             "What the monitors and the agent emit, by `type`. Every record has the common "
+             "fields, hash and signature of `docs/records.md`; `data` as below (from "
+             "`agent/records/schema.json`, which checks it; fields not listed may be there "
+             "too).", "",
+             "| type | emitted when | `data` fields (required; *optional*) |", "|---|---|---|"]
+    for kind, spec in schema["$defs"]["data"].items():
+        props = spec.get("properties", {})
+        required = spec.get("required", [])
+        fields = [_field(n, props.get(n, {})) for n in required]
+        fields += [f"*{_field(n, p)}*" for n, p in props.items() if n not in required]
+        lines.append(f"| `{kind}` | {spec.get('description', '')} | "
+                     f"{', '.join(fields) or '–'} |")
+    return lines + [""]
 
 
 def _anchor(name: str) -> str:

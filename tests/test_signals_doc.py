@@ -78,3 +78,13 @@ def test_no_pointer_to_a_signals_md_that_is_not_there() -> None:
                                                      and not before.endswith("/"))):
                     bad.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not bad, "signals.md named where it is not:\n" + "\n".join(bad)
+
+
+def test_every_event_type_of_the_schema_is_explained() -> None:
+    import json
+
+    schema = json.loads((ROOT / "agent" / "records" / "schema.json").read_text("utf-8"))
+    text = markdown()
+    for kind, spec in schema["$defs"]["data"].items():
+        assert spec.get("description", "").strip(), f"schema.json: {kind} has no description"
+        assert f"| `{kind}` | {spec['description']} |" in text, kind
