@@ -35,11 +35,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ver = subparsers.add_parser(
         "verify", help="check hashes, signatures and the chain of exported records",
-        description="Verify a JSONL file of records (one record per line, '-' for stdin).")
-    ver.add_argument("records", metavar="RECORDS.jsonl", help="records file, or - for stdin")
-    ver.add_argument("--pubkey", type=Path, required=True, metavar="KEY",
-                     help="device public key (PEM)")
+        description="Verify a JSONL file of records (one record per line, '-' for stdin), "
+                    "or an export archive (icv-agent export) offline.")
+    ver.add_argument("records", metavar="RECORDS.jsonl|ARCHIVE",
+                     help="records file, - for stdin, or an export archive")
+    ver.add_argument("--pubkey", type=Path, metavar="KEY",
+                     help="device public key (PEM); needed for a records file; for an "
+                          "archive it pins the key the archive must be signed with")
     ver.set_defaults(func=cmd_verify)
+
+    exp = subparsers.add_parser(
+        "export", help="signed archive of records for readout (workshop, investigator)",
+        description="Write a self-contained archive signed with the device key: the records "
+                    "of a time range or of one accident with their chain, the device "
+                    "public key, ECU versions (SWIN where known) and the OTA history. "
+                    "'icv-agent verify ARCHIVE' checks it offline.")
+    exp.add_argument("--config", type=Path, required=True, metavar="FILE", help="agent config")
+    what = exp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--from", dest="start", metavar="T",
+                      help="first instant, ISO-8601 with zone (e.g. 2026-07-01T08:00:00Z)")
+    what.add_argument("--accident", metavar="ID", help="accident_id of one accident")
+    exp.add_argument("--to", dest="end", metavar="T", help="last instant (with --from)")
+    exp.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                     help="archive to write (.tar.gz)")
+    exp.set_defaults(func=cmd_export)
 
 
 def key_path_from_config(path: Path) -> Path:
@@ -93,9 +112,89 @@ def _lines(stream: IO[bytes]) -> Iterator[bytes]:
         yield raw.rstrip(b"\r\n")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from agent.records.export import ExportError, Selection, build_archive, parse_time
+    from agent.reports.store import STATE_DB, load_light_config
+
+    try:
+        if args.start is not None:
+            sel = Selection(start=parse_time(args.start),
+                            end=parse_time(args.end) if args.end else None)
+            if sel.end is not None and sel.end < sel.start:
+                raise ValueError("--to is before --from")
+        elif args.end is not None:
+            raise ValueError("--to goes with --from")
+        else:
+            sel = Selection(accident=args.accident)
+    except ValueError as exc:
+        print(f"icv-agent export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_light_config(args.config)
+        key = DeviceKey.load(cfg.key_path)
+        blob, manifest = build_archive(cfg.state_dir / STATE_DB, key, cfg.vehicle.vin, sel)
+    except (ConfigError, KeyFileError, ExportError) as exc:
+        print(f"icv-agent export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        tmp = args.output.with_name(args.output.name + ".part")
+        tmp.write_bytes(blob)
+        tmp.replace(args.output)
+    except OSError as exc:
+        print(f"icv-agent export: {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    chain = manifest["chain"]
+    print(f"{args.output}: {sum(manifest['counts'].values())} records, seq "
+          f"{chain['first_seq']}..{chain['last_seq']}"
+          + (f" ({len(chain['missing'])} gap(s) no longer on the unit)"
+             if chain["missing"] else "")
+          + f", {manifest['ota_history_entries']} OTA history entries, signed by device key "
+          f"{manifest['device_key']}")
+    return 0
+
+
+def cmd_verify_archive(args: argparse.Namespace) -> int:
+    from agent.records.export import verify_archive
+
+    pinned = None
+    if args.pubkey is not None:
+        try:
+            pinned = load_public_key(args.pubkey)
+        except KeyFileError as exc:
+            print(f"icv-agent verify: {exc}", file=sys.stderr)
+            return 2
+    try:
+        blob = Path(args.records).read_bytes()
+    except OSError as exc:
+        print(f"icv-agent verify: {args.records}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    report = verify_archive(blob, pinned)
+    if not report.ok:
+        print(f"{args.records}: FAILED: {report.reason}")
+        return 1
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    m = report.manifest
+    chain = m["chain"]
+    print(f"OK: export of {m['vin']} ({m['selection']}), {report.records} records, seq "
+          f"{chain['first_seq']}..{chain['last_seq']}, chain intact, OTA history intact; "
+          f"signed by device key {report.fingerprint}"
+          + ("" if pinned is not None else
+             " (not pinned: compare it with the key registered for this VIN, or pass "
+             "--pubkey)"))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from agent.records.export import is_archive
     from agent.records.verify import verify_records
 
+    if args.records != "-" and is_archive(Path(args.records)):
+        return cmd_verify_archive(args)
+    if args.pubkey is None:
+        print("icv-agent verify: --pubkey KEY is needed for a records file "
+              "(an export archive carries its key)", file=sys.stderr)
+        return 2
     try:
         public = load_public_key(args.pubkey)
     except KeyFileError as exc:
