@@ -205,6 +205,27 @@ def test_the_independent_verifier_reads_what_the_journal_sends(tmp_path: Path) -
     assert done.stdout.strip() == f"OK {len(records)}", done.stdout + done.stderr
 
 
+def test_an_independent_verifier_accepts_what_analyze_writes(tmp_path: Path) -> None:
+    """The whole drive of the demo (activation, warnings, MRM, lockout, accident with its
+    window of every signal) through ``icv-hil scenario`` and ``icv-agent analyze``."""
+    key = DeviceKey.generate()
+    key.save(tmp_path / "device.key")
+    trace, records = tmp_path / "drive.log", tmp_path / "records.jsonl"
+    for module, *args in (
+            ("hil.cli", "scenario", ROOT / "hil" / "scenarios" / "drive.toml", "--config",
+             ROOT / "config" / "bench.toml", "-o", trace),
+            ("agent.cli", "analyze", "--config", ROOT / "config" / "bench.toml", "--key",
+             tmp_path / "device.key", trace)):
+        done = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()
+    records.write_bytes(done.stdout)
+    kinds = [json.loads(line)["type"] for line in done.stdout.splitlines()]
+    assert "accident.record" in kinds and "cda.mrm" in kinds, kinds
+    verified = run_js(tmp_path, "verify", records, write_pub(tmp_path, key))
+    assert verified.stdout.strip() == f"OK {len(kinds)}", verified.stdout + verified.stderr
+
+
 @pytest.mark.parametrize("tamper", ["value", "drop", "key"])
 def test_the_independent_verifier_can_fail(tmp_path: Path, tamper: str) -> None:
     key = DeviceKey.generate()
