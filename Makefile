@@ -53,3 +53,20 @@ test-vcan: $(STAMP)
 	$(PY) -m hil.vcan_vm build
 	$(PY) -m hil.vcan_vm run --timing --timeout 1500 -- \
 		python -m pytest -p no:cacheprovider tests/vcan
+
+# Offline install bundles (packaging/bundle.py, docs/deploy.md): the agent and every runtime
+# dependency as wheels for the target, install.sh, the unit, an example config; SHA256SUMS
+# inside, Ed25519 signature over each tarball (bench key in .cache/bundle-key/). Into
+# build/bundle/. `make bundle BUNDLE_ARCHES="aarch64 x86_64"` for more than one.
+BUNDLE_ARCHES ?= aarch64
+.PHONY: bundle test-arm64
+bundle: $(STAMP)
+	$(PY) packaging/bundle.py $(foreach a,$(BUNDLE_ARCHES),--arch $(a))
+
+# The aarch64 bundle installed offline into Debian 12's arm64 python3.11 (extracted .debs,
+# cached in .cache/arm64/) and run under qemu-aarch64-static; its output compared byte for
+# byte with the x86_64 bundle run natively, plus four test files emulated. Needs
+# qemu-user-static.
+test-arm64: $(STAMP)
+	$(PY) packaging/bundle.py --arch aarch64 --arch x86_64
+	$(PY) packaging/arm64_check.py --report .cache/arm64/report.json
