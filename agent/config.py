@@ -23,9 +23,20 @@ from agent.uplink.settings import CommandsConfig, UplinkConfig
 VIN = re.compile(r"^[A-Z0-9]{17}$")
 
 
+def _time_zone(name: str) -> str | None:
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(name)
+    except Exception:
+        return f"unknown time zone {name!r}"
+    return None
+
+
 @dataclass
 class VehicleConfig:
-    vin: str
+    vin: str = field(metadata={"pattern": VIN.pattern, "message":
+                               "{value!r} is not a VIN (17 characters, A-Z and 0-9)"})
     manufacturer: str = ""
     model: str = ""
     category: str = "M1"                 # GB/T 15089 vehicle category
@@ -33,7 +44,8 @@ class VehicleConfig:
     perception_system: str = ""          # e.g. "1 front camera, 1 front radar"
     risk_mitigation_strategy: str = ""   # e.g. "in-lane stop with hazard lights"
     software_version: str = ""           # vehicle software version (Att.2 #40)
-    timezone: str = "Asia/Shanghai"      # reporting periods are calendar quarters here
+    # reporting periods are calendar quarters here
+    timezone: str = field(default="Asia/Shanghai", metadata={"check": _time_zone})
 
 
 @dataclass
@@ -56,32 +68,30 @@ class BusConfig:
     options: dict[str, Any] = field(default_factory=dict)
     # Floor for the freshness timeouts of this bus (3 x cycle time otherwise): for bench
     # buses fed by a software replayer whose timing jitters more than real ECUs do.
-    min_timeout_s: float = 0.0
+    min_timeout_s: float = field(default=0.0, metadata={"range": (0, None)})
     # Seconds between reconnect attempts grow from min to max.
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_min_s: float = field(default=0.5, metadata={"above": 0})
+    reconnect_max_s: float = field(default=30.0, metadata={"above": 0})
     # SocketCAN only. "bcm": the kernel's broadcast manager compares the mapped bits of
     # every frame and wakes the agent only on a change or a timeout; "raw": every frame of
     # a mapped id is read (kernel acceptance filters). Default: bcm on socketcan.
-    receive: str = ""
+    receive: str = field(default="", metadata={"choices": ("bcm", "raw")})
     # SocketCAN socket receive buffer (SO_RCVBUF; SO_RCVBUFFORCE when allowed): what the
     # kernel holds while the agent is late. About 1,500 frames at the default; 0 = the
     # kernel's net.core.rmem_default.
-    rcvbuf_bytes: int = 1048576
-
-
-RECEIVE_MODES = ("bcm", "raw")
+    rcvbuf_bytes: int = field(default=1048576, metadata={
+        "range": (0, None), "message": "must be 0 (kernel default) or more"})
 
 
 @dataclass
 class HistoryConfig:
-    seconds: float = 40.0
-    max_samples_per_signal: int = 20000
+    seconds: float = field(default=40.0, metadata={"above": 0})
+    max_samples_per_signal: int = field(default=20000, metadata={"above": 0})
 
 
 @dataclass
 class HealthConfig:
-    interval_s: float = 60.0
+    interval_s: float = field(default=60.0, metadata={"above": 0})
 
 
 @dataclass
@@ -182,14 +192,9 @@ def load(path: str | Path) -> AgentConfig:
             problems.add(path, f"{key}.dbc", "at least one DBC file is needed")
         if not bus.receive:
             bus.receive = "bcm" if bus.interface == "socketcan" else "raw"
-        if bus.receive not in RECEIVE_MODES:
-            problems.add(path, f"{key}.receive", f"{bus.receive!r} is not one of "
-                         f"{', '.join(RECEIVE_MODES)}")
-        elif bus.receive == "bcm" and bus.interface != "socketcan":
+        if bus.receive == "bcm" and bus.interface != "socketcan":
             problems.add(path, f"{key}.receive", "\"bcm\" (the kernel's broadcast manager) "
                          f"needs interface = \"socketcan\", not {bus.interface!r}")
-        if bus.rcvbuf_bytes < 0:
-            problems.add(path, f"{key}.rcvbuf_bytes", "must be 0 (kernel default) or more")
         setup = load_bus(cfg, bus, key, problems)
         if setup is not None:
             cfg.buses.append(setup)
@@ -197,15 +202,6 @@ def load(path: str | Path) -> AgentConfig:
     _check_uplink(cfg, path, problems)
     check_journal(cfg.journal, path, problems)
     check_security(cfg, path, problems)
-    if not VIN.match(cfg.vehicle.vin):
-        problems.add(path, "vehicle.vin", f"{cfg.vehicle.vin!r} is not a VIN "
-                     "(17 characters, A-Z and 0-9)")
-    try:
-        from zoneinfo import ZoneInfo
-
-        ZoneInfo(cfg.vehicle.timezone)
-    except Exception:
-        problems.add(path, "vehicle.timezone", f"unknown time zone {cfg.vehicle.timezone!r}")
     if problems:
         raise ConfigError(problems)
     return cfg

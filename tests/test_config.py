@@ -96,6 +96,14 @@ def test_shipped_configs_are_valid(path: Path) -> None:
      "needs interface = \"socketcan\""),
     (BASE.replace('channel = "c1"', 'channel = "c1"\nrcvbuf_bytes = -1'),
      "bus[0].rcvbuf_bytes", "must be 0 (kernel default) or more"),
+    # declared on the fields (agent.model constraints)
+    (BASE.replace('vin = "LSJWH4098PN000001"', 'vin = "lsjwh4098pn00000"'), "vehicle.vin",
+     "'lsjwh4098pn00000' is not a VIN (17 characters, A-Z and 0-9)"),
+    (BASE + "[limits]\ndelta_v_window_s = 0.0\n", "limits.delta_v_window_s", "must be > 0"),
+    (BASE + "[limits]\naccident_after_s = -1.0\n", "limits.accident_after_s", "must be >= 0"),
+    (BASE + "[uplink]\nprotocol = '4'\n", "uplink.protocol", "'4' is not one of 5, 3.1.1"),
+    (BASE + "[uplink]\nport = 0\n", "uplink.port", "must be >= 1 and <= 65535"),
+    (BASE + "[history]\nseconds = 0\n", "history.seconds", "must be > 0"),
 ])
 def test_config_errors(tmp_path: Path, body: str, key: str, problem: str) -> None:
     cfg = write_config(tmp_path, body)

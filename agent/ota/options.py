@@ -35,10 +35,14 @@ class HmiConfig:
 
 @dataclass
 class CampaignSettings:
-    consent_timeout_s: float = 3600.0
-    not_required: list[str] = field(default_factory=list)
-    progress_step_percent: int = 25
-    consent_poll_s: float = 0.2    # how often the bench CLI's consent rows are looked for
+    consent_timeout_s: float = field(default=3600.0, metadata={"above": 0})
+    not_required: list[str] = field(default_factory=list, metadata={"each": {
+        "choices": CONDITIONS, "message": "unknown condition {value!r}, known: "
+        + ", ".join(CONDITIONS)}})
+    progress_step_percent: int = field(default=25, metadata={
+        "range": (1, 100), "message": "must be 1..100"})
+    # how often the bench CLI's consent rows are looked for
+    consent_poll_s: float = field(default=0.2, metadata={"above": 0})
     inventory_at_start: bool = True
     hmi: HmiConfig = field(default_factory=HmiConfig)
 
@@ -47,16 +51,6 @@ def campaign_settings(extra: dict[str, Any], file: str | Path = "config") -> Cam
     """Typed ``[ota.extra]``; ``ConfigError`` naming the key on a problem."""
     problems = Problems()
     settings = build(CampaignSettings, extra or {}, file, problems, "ota.extra")
-    if settings.consent_timeout_s <= 0:
-        problems.add(file, "ota.extra.consent_timeout_s", "must be > 0")
-    if not 1 <= settings.progress_step_percent <= 100:
-        problems.add(file, "ota.extra.progress_step_percent", "must be 1..100")
-    if settings.consent_poll_s <= 0:
-        problems.add(file, "ota.extra.consent_poll_s", "must be > 0")
-    for i, name in enumerate(settings.not_required):
-        if name not in CONDITIONS:
-            problems.add(file, f"ota.extra.not_required[{i}]",
-                         f"unknown condition {name!r}, known: {', '.join(CONDITIONS)}")
     if problems:
         raise ConfigError(problems)
     return settings

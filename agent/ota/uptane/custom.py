@@ -21,10 +21,12 @@ secure-time floor freely (see ``agent.ota.uptane.time``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.model import Problems, build
 from agent.ota.uptane.errors import ArbitrarySoftware
 
 ECU_ID = "ecu_id"
@@ -60,8 +62,27 @@ class TargetFields:
     downgrade: bool = False
 
 
+@dataclass(kw_only=True)
+class ImageCustom:
+    """The custom fields of an image repository target, as ``agent.model`` checks them."""
+
+    hardware_id: str = field(metadata={"min_len": 1})
+    release_counter: int = field(metadata={"range": (0, None)})
+    version: dict[str, str] = field(default_factory=dict, metadata={
+        "keys": {"pattern": _DID.pattern, "pattern_help": "a DID of 4 hex digits"}})
+
+
+@dataclass(kw_only=True)
+class DirectorCustom(ImageCustom):
+    """The custom fields of a Director target: also the ECU and an explicit downgrade."""
+
+    ecu_id: str = field(metadata={"min_len": 1})
+    downgrade: bool = False
+
+
 def parse_fields(custom: Any, path: str, *, director: bool, repo: str) -> TargetFields:
-    """Validate the custom fields of one target; ``ArbitrarySoftware`` if malformed."""
+    """Validate the custom fields of one target; ``ArbitrarySoftware`` if malformed.
+    Fields this agent does not know are ignored (other tools may add their own)."""
     def bad(msg: str) -> ArbitrarySoftware:
         return ArbitrarySoftware(f"target {path!r}: {msg}", repo=repo, role="targets")
 
@@ -69,28 +90,18 @@ def parse_fields(custom: Any, path: str, *, director: bool, repo: str) -> Target
         raise bad("unsafe target path")
     if not isinstance(custom, dict):
         raise bad("custom fields missing")
-    hw = custom.get(HARDWARE_ID)
-    counter = custom.get(RELEASE_COUNTER)
-    if not isinstance(hw, str) or not hw:
-        raise bad(f"{HARDWARE_ID} must be a non-empty string")
-    if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
-        raise bad(f"{RELEASE_COUNTER} must be an integer >= 0")
-    ecu = ""
-    if director:
-        ecu = custom.get(ECU_ID)
-        if not isinstance(ecu, str) or not ecu:
-            raise bad(f"{ECU_ID} must be a non-empty string")
-    versions = custom.get(VERSION, {})
-    if not isinstance(versions, dict) or not all(
-            isinstance(k, str) and _DID.fullmatch(k) and isinstance(v, str)
-            for k, v in versions.items()):
-        raise bad(f"{VERSION} must map 4-hex-digit DIDs to strings")
-    if director and DID_SW_VERSION not in versions:
+    model: type[ImageCustom] = DirectorCustom if director else ImageCustom
+    known = {f.name for f in dataclasses.fields(model)}
+    problems = Problems()
+    fields = build(model, {k: v for k, v in custom.items() if k in known}, "", problems)
+    if problems:
+        raise bad("; ".join(f"{key}: {msg}" for _, key, msg in problems))
+    if director and DID_SW_VERSION not in fields.version:
         raise bad(f"{VERSION}.{DID_SW_VERSION} is required for the read-back check")
-    downgrade = custom.get(DOWNGRADE, False) if director else False
-    if not isinstance(downgrade, bool):
-        raise bad(f"{DOWNGRADE} must be true or false")
-    return TargetFields(hw, counter, ecu, dict(versions), downgrade)
+    if isinstance(fields, DirectorCustom):
+        return TargetFields(fields.hardware_id, fields.release_counter, fields.ecu_id,
+                            dict(fields.version), fields.downgrade)
+    return TargetFields(fields.hardware_id, fields.release_counter, "", dict(fields.version))
 
 
 def director_custom(ecu_id: str, hardware_id: str, release_counter: int,

@@ -12,13 +12,19 @@ from typing import Any
 
 from agent.model import Problems, build
 
+POSITIVE = {"above": 0}
+NOT_NEGATIVE = {"range": (0, None)}
+URL = {"pattern": r"https?://.*", "pattern_help": "an http(s) URL"}
+BUDGET = {"above": 0, "why": "it sets every transfer's total time budget"}
+TIME_STEP = {"above": 0, "range": (None, 3650)}
+
 
 @dataclass
 class UptaneConfig:
     # Director base URL; the VIN is appended (``{director_url}/{vin}/metadata/...``).
-    director_url: str = ""
+    director_url: str = field(default="", metadata=URL)
     # Image repository base URL (``/metadata/...`` and ``/targets/...`` below it).
-    image_url: str = ""
+    image_url: str = field(default="", metadata=URL)
     # Root metadata shipped at build time; only read until a newer root is trusted.
     director_root: str = "uptane/director-root.json"
     image_root: str = "uptane/image-root.json"
@@ -26,26 +32,30 @@ class UptaneConfig:
     download_dir: str = "ota/downloads"
     # Byte caps per metadata role (endless-data attack); snapshot/targets also obey the
     # length signed in timestamp/snapshot when it is listed.
-    max_root_bytes: int = 512 * 1024
-    max_timestamp_bytes: int = 16 * 1024
-    max_snapshot_bytes: int = 2 * 1024 * 1024
-    max_targets_bytes: int = 5 * 1024 * 1024
-    max_image_bytes: int = 1024 * 1024 * 1024
-    max_root_rotations: int = 32          # root N -> N+1 steps in one refresh
-    max_delegations: int = 32             # delegated roles visited per image
+    max_root_bytes: int = field(default=512 * 1024, metadata=POSITIVE)
+    max_timestamp_bytes: int = field(default=16 * 1024, metadata=POSITIVE)
+    max_snapshot_bytes: int = field(default=2 * 1024 * 1024, metadata=POSITIVE)
+    max_targets_bytes: int = field(default=5 * 1024 * 1024, metadata=POSITIVE)
+    max_image_bytes: int = field(default=1024 * 1024 * 1024, metadata=POSITIVE)
+    # root N -> N+1 steps in one refresh
+    max_root_rotations: int = field(default=32, metadata=POSITIVE)
+    # delegated roles visited per image
+    max_delegations: int = field(default=32, metadata=POSITIVE)
     # Slow-retrieval floor: fewer than min_speed_bytes_s * speed_window_s bytes in any
     # window of speed_window_s seconds aborts the transfer.
-    min_speed_bytes_s: float = 1024.0
-    speed_window_s: float = 30.0
+    min_speed_bytes_s: float = field(default=1024.0, metadata=NOT_NEGATIVE)
+    speed_window_s: float = field(default=30.0, metadata=POSITIVE)
     # Total budget per transfer (image or metadata file): transfer_allowance_s +
     # length / min_average_bytes_s, over all attempts and pauses (slow retrieval).
-    min_average_bytes_s: float = 16 * 1024.0
-    transfer_allowance_s: float = 120.0
-    connect_timeout_s: float = 10.0
-    retries: int = 4                      # retries after a failed attempt, per file
-    backoff_s: float = 1.0                # first pause, doubled each retry
-    backoff_max_s: float = 30.0
-    chunk_bytes: int = 64 * 1024
+    min_average_bytes_s: float = field(default=16 * 1024.0, metadata=BUDGET)
+    transfer_allowance_s: float = field(default=120.0, metadata=NOT_NEGATIVE)
+    connect_timeout_s: float = field(default=10.0, metadata=NOT_NEGATIVE)
+    # retries after a failed attempt, per file
+    retries: int = field(default=4, metadata=NOT_NEGATIVE)
+    # first pause, doubled each retry
+    backoff_s: float = field(default=1.0, metadata=NOT_NEGATIVE)
+    backoff_max_s: float = field(default=30.0, metadata=NOT_NEGATIVE)
+    chunk_bytes: int = field(default=64 * 1024, metadata=POSITIVE)
     ca_file: str = ""                     # extra CA bundle for HTTPS ("" = system store)
     client_cert: str = ""                 # mTLS client certificate (PEM), optional
     client_key: str = ""
@@ -56,7 +66,7 @@ class UptaneConfig:
     # timestamp metadata, by at most max_time_step_days above the trusted time (the
     # timestamp key is online: alone it must not push the clock into the future).
     time_from_timestamp: bool = True
-    max_time_step_days: float = 30.0
+    max_time_step_days: float = field(default=30.0, metadata=TIME_STEP)
 
     def resolve(self, value: str, config_dir: Path) -> Path:
         p = Path(value).expanduser()
@@ -73,29 +83,8 @@ def load_uptane(table: Any, file: str | Path, problems: Problems,
 
 def check_uptane(cfg: UptaneConfig, file: str | Path, problems: Problems,
                  path: str = "ota.uptane") -> None:
-    """Value checks ``build()`` cannot do (for when ``OtaConfig`` embeds ``UptaneConfig``)."""
-    for key in ("max_root_bytes", "max_timestamp_bytes", "max_snapshot_bytes",
-                "max_targets_bytes", "max_image_bytes", "max_root_rotations",
-                "max_delegations", "chunk_bytes"):
-        if getattr(cfg, key) <= 0:
-            problems.add(file, f"{path}.{key}", "must be > 0")
-    for key in ("min_speed_bytes_s", "speed_window_s", "connect_timeout_s", "backoff_s",
-                "backoff_max_s", "transfer_allowance_s"):
-        if getattr(cfg, key) < 0:
-            problems.add(file, f"{path}.{key}", "must be >= 0")
-    if cfg.min_average_bytes_s <= 0:
-        problems.add(file, f"{path}.min_average_bytes_s",
-                     "must be > 0 (it sets every transfer's total time budget)")
-    if not 0 < cfg.max_time_step_days <= 3650:
-        problems.add(file, f"{path}.max_time_step_days", "must be > 0 and <= 3650")
-    if cfg.speed_window_s == 0:
-        problems.add(file, f"{path}.speed_window_s", "must be > 0")
-    if cfg.retries < 0:
-        problems.add(file, f"{path}.retries", "must be >= 0")
-    for key in ("director_url", "image_url"):
-        url = getattr(cfg, key)
-        if url and not url.startswith(("http://", "https://")):
-            problems.add(file, f"{path}.{key}", f"expected an http(s) URL, got {url!r}")
+    """Checks across fields (each field's own range is declared on it, checked by
+    ``build()``)."""
     if bool(cfg.client_cert) != bool(cfg.client_key):
         problems.add(file, f"{path}.client_cert", "client_cert and client_key go together")
     if cfg.time_attestation and not cfg.time_public_keys:
