@@ -290,3 +290,31 @@ def test_the_live_agent_records_forged_commands_and_exposed_keys(
     counted = json.loads(r.stdout)["security_events"]
     assert set(counted) == set(KINDS)
     assert counted["signature_failure"] == 1 and counted["key_permission"] == 1
+
+
+def test_a_time_attestation_nobody_trusted_signed_is_a_signature_failure(
+        tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from agent.ota.uptane import FixedTime, FloorTime
+    from agent.ota.uptane.time import load_public_key, parse_time
+    from hil.repo import KeyStore, write_time_attestation
+
+    t0 = parse_time("2026-06-01T08:00:00Z")
+    keys = KeyStore(tmp_path / "keys")
+    keys.ensure("time")
+    trusted = load_public_key(keys.public_path("time"))
+    path = write_time_attestation(tmp_path / "time.json", keys.ensure("mallory"),
+                                  t0 + timedelta(days=9))
+    db = StateDB(tmp_path / "state.db")
+    security = SecurityLog()
+    install(None, security)
+    try:
+        clock = FloorTime(db, FixedTime(t0), attestation=path, keys=[trusted])
+        assert clock.now() == t0                        # not moved by the forged time
+    finally:
+        install(None, None)
+        db.close()
+    events = security.drain()
+    assert [t for t, _ in events] == ["security.signature_failure"]
+    assert events[0][1]["source"] == "ota.time_attestation"

@@ -41,6 +41,7 @@ from securesystemslib.signer import Key, Signature
 
 from agent.journal.statedb import StateDB
 from agent.ota.uptane.keys import key_value
+from agent.security import installed
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,11 @@ class FloorTime:
         except (OSError, ValueError) as exc:
             self.rejected_attestations += 1
             log.warning("time attestation %s rejected: %s", self.attestation, exc)
+            security = installed()[1]
+            if security is not None:        # GB 44495: a signed time that does not verify
+                security.report("signature_failure", {"source": "ota.time_attestation",
+                                                      "file": str(self.attestation),
+                                                      "error": str(exc)[:300]})
             return
         self.observe(when, f"attestation {self.attestation.name}")
 
