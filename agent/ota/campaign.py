@@ -81,6 +81,9 @@ class Campaign:
     recall: bool = False
     recall_number: str = ""
     ecus: list[str] = field(default_factory=list)   # informative; the Director decides
+    # The change permit for an update that touches type-approval parameters (notice §(七),
+    # GB 44496 SWIN): its number, as the signed campaign states it; "" when there is none.
+    type_approval_permit: str = ""
 
     @classmethod
     def from_args(cls, args: Any) -> Campaign:
@@ -116,7 +119,7 @@ class Campaign:
         activity = text("activity_id", limit=128)
         return cls(activity, text("version", limit=128), text("purpose"), text("changes"),
                    float(duration), list(functions), text("campaign", False, 128) or activity,
-                   recall, number, list(ecus))
+                   recall, number, list(ecus), text("type_approval_permit", False, 128))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -376,6 +379,13 @@ class CampaignManager:
                 self._end(c, "failed", {"reason": "campaign_mismatch", "campaign_ecus": c.ecus,
                                         "director_ecus": sorted(named)}, resume)
                 return
+            touching = sorted(t.ecu_id for t in targets
+                              if t.ecu_id in self.ecus and self.ecus[t.ecu_id].approval_relevant)
+            if touching and not c.type_approval_permit.strip():
+                # Type-approval parameters change (the SWIN): only with a change permit.
+                self._end(c, "failed", {"reason": "type_approval_permit_missing",
+                                        "type_approval_ecus": touching}, resume)
+                return
             self._persist(c, "downloading", resume)
             files = client.download_all(targets, self.download_dir)
         except UpdateRejected as exc:
@@ -389,7 +399,8 @@ class CampaignManager:
             return
         plan = [{"ecu": t.ecu_id, "target": t.path, "length": t.length,
                  "from": (before.get(t.ecu_id) or {}).get("F189"),
-                 "to": t.versions.get("F189")} for t in targets]
+                 "to": t.versions.get("F189"),
+                 "type_approval": t.ecu_id in touching} for t in targets]
         decision = self._ask(c, resume, plan)
         if decision is None:
             return
@@ -448,6 +459,7 @@ class CampaignManager:
                 "estimated_duration_s": c.duration_s,
                 "unavailable_functions": c.unavailable_functions, "recall": c.recall,
                 "recall_number": c.recall_number, "ecus": plan,
+                "type_approval_permit": c.type_approval_permit or None,
                 "offer_nonce": offer.nonce, "offered_at": iso(offer.shown_at),
                 "expires_at": iso(resume.deadline),
                 "answer": {"hmi_topic": f"icv/{self.vin}/hmi/ota/consent",
@@ -680,6 +692,7 @@ class CampaignManager:
         entry = {"activity_id": c.activity_id, "campaign": c.campaign, "version": c.version,
                  "purpose": c.purpose, "changes": c.changes, "recall": c.recall,
                  "recall_number": c.recall_number, "result": result,
+                 "type_approval_permit": c.type_approval_permit or None,
                  "received_at": iso(resume.received_at or ended), "ended_at": iso(ended),
                  "consent": resume.consent, "ecus": data.get("ecus", []),
                  "detail": {k: v for k, v in data.items() if k != "ecus"}}

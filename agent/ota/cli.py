@@ -221,7 +221,7 @@ def cmd_ecu_versions(args: argparse.Namespace) -> int:
                               file=sys.stderr)
                 inventory.refresh("cli", show)
             table = versions_table(cfg, inventory.initial(), inventory.current(),
-                                   inventory.tampered())
+                                   inventory.tampered(), inventory.swin())
         finally:
             db.close()
         if args.json:
@@ -233,8 +233,10 @@ def cmd_ecu_versions(args: argparse.Namespace) -> int:
 
 
 def versions_table(cfg: Any, initial: dict[str, Any], current: dict[str, Any],
-                   tampered: dict[str, Any]) -> dict[str, Any]:
-    """Attachment 2 #35-40 from the config (roles) and the kept versions."""
+                   tampered: dict[str, Any], swin: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Attachment 2 #35-40 from the config (roles) and the kept versions, and the SWIN
+    (GB 44496) where ECUs report it or type-approval ECUs are configured."""
     def sw(values: dict[str, str] | None) -> str | None:
         return (values or {}).get("F189")
 
@@ -250,11 +252,13 @@ def versions_table(cfg: Any, initial: dict[str, Any], current: dict[str, Any],
                   "software_version": sw(current.get(e.name)),
                   "initial_software_version": sw(initial.get(e.name)),
                   "supplier_software_version": (current.get(e.name) or {}).get("F195"),
+                  "type_approval": e.approval_relevant,
                   "tamper": tampered.get(e.name)} for e in cfg.ecu]
     return {"vin": cfg.vehicle.vin, "rows": rows,
             "ota_ecus": {"item": "#39", "label": "OTA-updatable ECUs", "ecus": updatable},
             "vehicle_software_version": {"item": "#40",
-                                         "value": cfg.vehicle.software_version or None}}
+                                         "value": cfg.vehicle.software_version or None},
+            "swin": swin if any(e.approval_relevant for e in cfg.ecu) else None}
 
 
 def format_table(table: dict[str, Any]) -> str:
@@ -270,10 +274,18 @@ def format_table(table: dict[str, Any]) -> str:
     out.append(f"    {'ECU':<10} {'role':<10} {'hardware':<14} {'sw number':<14} "
                f"{'sw version':<11} {'initial':<9}")
     for e in block["ecus"]:
-        flag = "  TAMPER" if e["tamper"] else ""
+        flag = ("  TAMPER" if e["tamper"] else "") + ("  type-approval" if e["type_approval"]
+                                                      else "")
         out.append(f"    {e['ecu']:<10} {e['role']:<10} {e['hardware_number'] or '?':<14} "
                    f"{e['software_number'] or '?':<14} {e['software_version'] or '?':<11} "
                    f"{e['initial_software_version'] or '?':<9}{flag}")
     v = table["vehicle_software_version"]
     out.append(f"{v['item']} vehicle software version: {v['value'] or '?'}")
+    swin = table.get("swin")
+    if swin is not None:
+        source = (f"reported by {', '.join(sorted(swin['reported']))}" if swin["reported"]
+                  else f"computed from {', '.join(sorted(swin['basis'] or {}))}")
+        out.append(f"SWIN (GB 44496): {swin['swin'] or '?'} ({source})")
+    elif any(e["type_approval"] for e in block["ecus"]):
+        out.append("SWIN (GB 44496): not read yet (icv-agent ecu versions --read)")
     return "\n".join(out)

@@ -7,16 +7,24 @@ all deliver the same frames to a second Bus. State (kv): ``ota.versions.initial`
 ``ota.versions.current``, each ``{ecu: {"F189": ..., ...}}``. A campaign that changed an
 ECU calls ``accept`` with the versions it read back, so only changes made by someone
 else are reported as tampering.
+
+The vehicle's software identification number (SWIN, GB 44496 / R156 RXSWIN) is kept
+beside them (kv ``ota.swin``): as reported by the ECUs that have a ``swin_did``, and as
+computed from the software DIDs (F188, F189, F195) of the ``type_approval`` ECUs:
+``SWIN-`` + the first 16 hex digits (upper case) of SHA-256 over the RFC 8785 canonical
+JSON of ``{ecu: {did: value}}``. A change is an ``ecu.swin`` record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import can
 
+from agent.jcs import canonical_json
 from agent.journal.statedb import StateDB
 from agent.ota.settings import EcuConfig
 from agent.ota.uds import read_ecu_versions
@@ -27,6 +35,8 @@ log = logging.getLogger(__name__)
 INITIAL_KEY = "ota.versions.initial"
 CURRENT_KEY = "ota.versions.current"
 TAMPER_KEY = "ota.versions.tamper"
+SWIN_KEY = "ota.swin"
+SWIN_SOFTWARE_DIDS = ("F188", "F189", "F195")
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -104,7 +114,25 @@ class Inventory:
         finally:
             if own:
                 pool.close()
+        self._refresh_swin(reason, emit)
         return out
+
+    def swin(self) -> dict[str, Any] | None:
+        """The SWIN as last known (``vehicle_swin``), None before the first read."""
+        return self.db.get(SWIN_KEY, None)
+
+    def _refresh_swin(self, reason: str, emit: Emit) -> None:
+        if not any(e.approval_relevant for e in self.ecus.values()):
+            return
+        now = vehicle_swin(self.ecus.values(), self.current())
+        with self.db.transaction():
+            before = self.db.get(SWIN_KEY, None)
+            if before is not None and before.get("swin") == now["swin"] \
+                    and before.get("reported") == now["reported"]:
+                return
+            self.db.put_in(SWIN_KEY, now)
+        log.info("SWIN %s (was %s)", now["swin"], before and before.get("swin"))
+        emit("ecu.swin", {**now, "previous": before and before.get("swin"), "reason": reason})
 
     def _refresh_one(self, ecu: EcuConfig, reason: str, emit: Emit,
                      buses: EcuBuses) -> dict[str, str] | None:
@@ -139,6 +167,30 @@ class Inventory:
         emit("ecu.versions", {"ecu": ecu.name, "role": ecu.role, "dids": values,
                               "initial": initial[ecu.name], "reason": reason})
         return values
+
+
+def vehicle_swin(ecus: Iterable[EcuConfig], current: dict[str, dict[str, str]]
+                 ) -> dict[str, Any]:
+    """``{swin, reported, computed, basis}``: ``swin`` is what the ECUs report (one value,
+    or ``ecu=value; ...`` when several do), else the computed one; ``computed`` is None
+    while a type-approval ECU's versions are unknown."""
+    ecus = sorted(ecus, key=lambda e: e.name)
+    reported = {e.name: (current.get(e.name) or {}).get(f"{int(e.swin_did, 16):04X}")
+                for e in ecus if e.swin_did}
+    basis = {e.name: {did: (current.get(e.name) or {}).get(did) for did in SWIN_SOFTWARE_DIDS}
+             for e in ecus if e.type_approval}
+    known = basis and all(e.name in current for e in ecus if e.type_approval)
+    computed = ("SWIN-" + hashlib.sha256(canonical_json(basis)).hexdigest()[:16].upper()
+                if known else None)
+    values = {k: v for k, v in reported.items() if v is not None}
+    if len(values) == 1:
+        swin: str | None = next(iter(values.values()))
+    elif values:
+        swin = "; ".join(f"{k}={v}" for k, v in sorted(values.items()))
+    else:
+        swin = computed
+    return {"swin": swin, "reported": reported or None, "computed": computed,
+            "basis": basis or None}
 
 
 def software_versions(inv: Inventory) -> dict[str, Any]:

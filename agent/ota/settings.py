@@ -102,6 +102,12 @@ class EcuConfig:
     budget: StepBudgets = field(default_factory=StepBudgets)
     can_restore: bool = False              # second bank: previous image can be re-activated
     version_dids: list[str] = field(default_factory=lambda: list(DEFAULT_VERSION_DIDS))
+    # Type approval (GB 44496 / UN R156): the DID where the ECU reports the vehicle's
+    # software identification number (SWIN, R156's RXSWIN), e.g. "F1A0" (OEM-specific);
+    # ``type_approval``: its software is one the approval depends on (it enters the SWIN
+    # computed from versions, and an update of it needs a change permit).
+    swin_did: str = ""
+    type_approval: bool = False
     # TesterPresent while idle in a non-default session: to this ECU, or functionally to
     # every ECU of the bus (keeps the ones a recipe silenced with 28/85 in their session).
     tester_present_functional: bool = False
@@ -112,7 +118,16 @@ class EcuConfig:
 
     @property
     def dids(self) -> list[int]:
-        return [int(d, 16) for d in self.version_dids]
+        """The identification DIDs read for the inventory (the SWIN DID included)."""
+        dids = [int(d, 16) for d in self.version_dids]
+        if self.swin_did and int(self.swin_did, 16) not in dids:
+            dids.append(int(self.swin_did, 16))
+        return dids
+
+    @property
+    def approval_relevant(self) -> bool:
+        """An update of this ECU touches type-approval parameters (notice §(七))."""
+        return self.type_approval or bool(self.swin_did)
 
     def secret(self) -> bytes:
         """The security-access secret from wherever the config says it lives."""
@@ -202,6 +217,12 @@ def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = 
                 raise ValueError
         except ValueError:
             add(f"version_dids[{i}]", f"not a 16-bit hex DID: {did!r}")
+    if ecu.swin_did:
+        try:
+            if not 0 <= int(ecu.swin_did, 16) <= 0xFFFF:
+                raise ValueError
+        except ValueError:
+            add("swin_did", f"not a 16-bit hex DID: {ecu.swin_did!r}")
     for kind in ("flash", "after", "restore"):
         check_steps(getattr(ecu, kind), kind, add, algorithms=algorithms, kind=kind)
 

@@ -68,8 +68,10 @@ def campaign_args(activity_id: str, version: str, *, campaign: str = "",
                   changes: str = "EPS torque limits re-tuned; DVR clip upload fix",
                   duration_s: float = 300.0,
                   unavailable_functions: list[str] | None = None, recall: bool = False,
-                  recall_number: str = "", ecus: list[str] | None = None) -> dict[str, Any]:
-    """Arguments of the ``ota.campaign`` command (everything the user must be told)."""
+                  recall_number: str = "", ecus: list[str] | None = None,
+                  type_approval_permit: str = "") -> dict[str, Any]:
+    """Arguments of the ``ota.campaign`` command (everything the user must be told);
+    ``type_approval_permit``: the change permit of an update that changes the SWIN."""
     args: dict[str, Any] = {
         "activity_id": activity_id, "version": version, "campaign": campaign or activity_id,
         "purpose": purpose, "changes": changes, "duration_s": duration_s,
@@ -78,6 +80,8 @@ def campaign_args(activity_id: str, version: str, *, campaign: str = "",
         "recall": recall, "recall_number": recall_number}
     if ecus:
         args["ecus"] = list(ecus)
+    if type_approval_permit:
+        args["type_approval_permit"] = type_approval_permit
     return args
 
 
@@ -237,6 +241,8 @@ def register_cli(bsub: Any, broker_options: Any) -> None:
     r.add_argument("--duration", type=float, default=300.0)
     r.add_argument("--unavailable", action="append", default=None, metavar="FUNCTION")
     r.add_argument("--recall-number", default="")
+    r.add_argument("--type-approval-permit", default="",
+                   help="change permit of an update that changes type-approval parameters")
     r.add_argument("--consent", choices=("accept", "decline"), default="",
                    help="answer the offer with the signed ota.consent (default: the user "
                         "answers on the HMI or with icv-agent ota consent)")
@@ -294,7 +300,8 @@ def _run_cmd(args: Any) -> int:
             campaign_args(args.activity_id, args.campaign_version, purpose=args.purpose,
                           changes=args.changes, duration_s=args.duration,
                           unavailable_functions=args.unavailable,
-                          recall=bool(args.recall_number), recall_number=args.recall_number),
+                          recall=bool(args.recall_number), recall_number=args.recall_number,
+                          type_approval_permit=args.type_approval_permit),
             timeout=args.timeout, consent=args.consent,
             on_record=lambda r: print(f"#{r['seq']:<5} {r['type']:<24} "
                                       f"{json.dumps(r['data'], ensure_ascii=False)[:110]}",
