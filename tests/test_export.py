@@ -60,7 +60,8 @@ def unit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     history.append({"activity_id": "upd-2", "result": "rejected", "ecus": []})
     db.put("ota.versions.current", {"adas": {"F189": "2.1.0", "F195": "SW-2.1"}})
     db.put("ota.versions.initial", {"adas": {"F189": "2.0.0", "F195": "SW-2.0"}})
-    db.put("ota.swin", {"adas": "SWIN-ADAS-0042"})
+    swin = {"swin": "SWIN-0042", "reported": None, "computed": "c0ffee", "basis": {}}
+    db.put("ota.swin", swin)                            # as agent.ota.inventory keeps it
     db.close()
     accident = next(r for r in records if r["type"] == "accident.record")
     return {"cfg": cfg, "records": records, "key": key_path, "tmp": tmp, "vin": vin,
@@ -112,7 +113,7 @@ def test_an_accident_export_round_trips_and_carries_what_a_reader_needs(
         unit["records"][-1]["seq"]
     ecu = json.loads(files["ecu.json"])
     assert ecu["versions"]["current"]["adas"]["F189"] == "2.1.0"
-    assert ecu["swin"] == {"ota.swin": {"adas": "SWIN-ADAS-0042"}}
+    assert ecu["swin"]["swin"] == "SWIN-0042"
     history = [json.loads(x) for x in files["ota-history.jsonl"].splitlines()]
     assert [h["activity_id"] for h in history] == ["upd-1", "upd-2"]
     assert b"PUBLIC KEY" in files["device-key.pem"]
@@ -250,3 +251,12 @@ def test_another_key_and_foreign_members_are_refused(archive: Path, tmp_path: Pa
     truncated.write_bytes(archive.read_bytes()[:200])
     r = cli("verify", str(truncated))
     assert r.returncode == 1 and "FAILED" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_the_export_reads_the_keys_the_inventory_writes() -> None:
+    from agent.ota import inventory
+    from agent.records import export
+
+    assert export.SWIN_KEY == inventory.SWIN_KEY
+    assert {inventory.INITIAL_KEY, inventory.CURRENT_KEY, inventory.TAMPER_KEY} == {
+        export.VERSIONS_PREFIX + k for k in ("initial", "current", "tamper")}

@@ -51,6 +51,7 @@ MANIFEST, RECORDS, KEY, ECU, HISTORY = ("manifest.json", "records.jsonl", "devic
 MEMBERS = (MANIFEST, RECORDS, KEY, ECU, HISTORY)
 MAX_MEMBER = 256 * 1024 * 1024      # bytes read from one member at most (a hostile archive)
 VERSIONS_PREFIX = "ota.versions."   # the inventory's kv keys (initial, current, tamper)
+SWIN_KEY = "ota.swin"               # agent.ota.inventory.SWIN_KEY (not imported: no UDS here)
 
 
 class ExportError(Exception):
@@ -169,8 +170,7 @@ def build_archive(db_path: Path, key: DeviceKey, vin: str, sel: Selection,
         conn.close()
     versions = {k[len(VERSIONS_PREFIX):]: v for k, v in kv.items()
                 if k.startswith(VERSIONS_PREFIX)}
-    swin = {k: v for k, v in kv.items() if "swin" in k.lower()}
-    ecu = {"versions": versions, "swin": swin or None}
+    ecu = {"versions": versions, "swin": kv.get(SWIN_KEY)}
     head = kv.get("chain") if isinstance(kv.get("chain"), dict) else {}
     counts: dict[str, int] = {}
     for line in lines:
