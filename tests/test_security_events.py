@@ -77,6 +77,8 @@ def test_every_refusal_gets_its_security_record_in_the_same_chain(tmp_path: Path
     recorder.record("ecu.tamper", {"ecu": "bms", "dids": {"F189": {"was": "1.0",
                                                                 "now": "6.6"}}}, t)
     recorder.record("ota.consent_rejected", {"activity_id": "a9", "reason": "no_offer"}, t)
+    recorder.record("ota.failed", {"activity_id": "a2", "reason": "campaign_mismatch"}, t)
+    recorder.record("ota.failed", {"activity_id": "a3", "reason": "consent_timeout"}, t)
     recorder.record("cda.activated", {"function": "ACC", "speed": 80.0}, t)   # no security
     recorder.flush()
     records = chained(db)
@@ -88,7 +90,8 @@ def test_every_refusal_gets_its_security_record_in_the_same_chain(tmp_path: Path
                      "agent.command_rejected", "security.command_rejected",
                      "ota.rejected", "security.update_refused",
                      "ecu.tamper", "security.ecu_version_change",
-                     "ota.consent_rejected", "security.command_rejected", "cda.activated"]
+                     "ota.consent_rejected", "security.command_rejected",
+                     "ota.failed", "security.update_refused", "ota.failed", "cda.activated"]
     assert {lane_of(t) for t in types if t.startswith("security.")} == {3}
     refused = records[5]["data"]
     assert refused["threat"] == "rollback" and refused["source"] == "ota.rejected"
@@ -107,7 +110,7 @@ def test_every_refusal_gets_its_security_record_in_the_same_chain(tmp_path: Path
     recorder.flush()
     last = [r for r in chained(db) if r["type"] == "security.signature_failure"][-1]
     assert last["data"]["suppressed"] == 4 and last["data"]["count"] == 8
-    assert security.stats()["total"] == 8 + 2 + 1 + 1   # + 2 command_rejected
+    assert security.stats()["total"] == 8 + 2 + 2 + 1   # + 2 command_rejected, 2 refused
     db.close()
 
 

@@ -34,6 +34,10 @@ KINDS = ("command_rejected", "signature_failure", "certificate_failure",
 COUNTS_KEY = "security.counts"     # state db: totals and per-period counts
 PERIODS_KEPT = 12                  # periods (quarters and years) kept in COUNTS_KEY
 
+# ota.failed reasons that are a refused update, not a failed one: the signed campaign and
+# the Director's signed assignment disagree (mix and match), or an update of type-approval
+# ECUs came without the change permit (notice §(七)).
+REFUSED_UPDATE_REASONS = ("campaign_mismatch", "type_approval_permit_missing")
 # agent.command_rejected reasons that mean a signature did not hold.
 SIGNATURE_REASONS = ("unsigned", "bad_signature")
 
@@ -210,6 +214,9 @@ def classify(type_: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
                                   "threat": data.get("threat"), "repo": data.get("repo"),
                                   "role": data.get("role"), "ecu": data.get("ecu"),
                                   "message": data.get("message")}
+    if type_ == "ota.failed" and data.get("reason") in REFUSED_UPDATE_REASONS:
+        return "update_refused", {"source": type_, "activity_id": data.get("activity_id"),
+                                  "reason": data.get("reason")}
     if type_ == "ecu.tamper":
         return "ecu_version_change", {"source": type_,
                                       **{k: v for k, v in data.items() if k != "source"}}
