@@ -434,7 +434,8 @@ class Service:
             "records_rejected": self.recorder.rejected,
             "journal": {"depth": {str(k): v for k, v in self.journal.depth().items()},
                         "bytes": self.journal.bytes_used(), "held": self.journal.held,
-                        "write_failures": self.journal.write_failures},
+                        "write_failures": self.journal.write_failures,
+                        "floor_held": self.journal.floor_held},
         }
         if self.uplink is not None:
             out["uplink"] = self.uplink.stats()
