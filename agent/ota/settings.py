@@ -39,6 +39,47 @@ ADDRESSING = ("normal_11bit", "normal_29bit", "normal_fixed_29bit")
 DEFAULT_VERSION_DIDS = ["F187", "F188", "F189", "F18C", "F191", "F195", "F190"]
 
 
+def _hex_did(text: str) -> str | None:
+    try:
+        if 0 <= int(text, 16) <= 0xFFFF:
+            return None
+    except ValueError:
+        pass
+    return f"not a 16-bit hex DID: {text!r}"
+
+
+def _hex(text: str) -> str | None:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return "must be hex"
+    return None
+
+
+def _seed_level(level: int) -> str | None:
+    return None if 1 <= level <= 0x7D and level % 2 else "must be an odd seed level 0x01..0x7D"
+
+
+def _stmin(value: int) -> str | None:
+    if 0 <= value <= 0x7F or 0xF1 <= value <= 0xF9:
+        return None
+    return "must be 0x00..0x7F (ms) or 0xF1..0xF9 (100-900 us)"
+
+
+def _key_algorithm(name: str) -> str | None:
+    from agent.ota.uds.security import known_algorithms
+
+    known = known_algorithms()
+    if name in known:
+        return None
+    return f"unknown algorithm {name!r}, known: {', '.join(sorted(known))}"
+
+
+POSITIVE = {"above": 0}
+BYTE = {"range": (0, 0xFF), "message": "must be 0x00..0xFF"}
+FORMAT_BITS = {"choices": (8, 16, 24, 32, 40), "message": "must be 8, 16, 24, 32 or 40"}
+
+
 @dataclass
 class StepBudgets:
     """Seconds each flash step may take, retries and NRC 0x78 waits included.
@@ -47,66 +88,75 @@ class StepBudgets:
     as it stays inside ``erase_s``.
     """
 
-    versions_s: float = 5.0
-    session_s: float = 5.0
-    security_s: float = 5.0
-    fingerprint_s: float = 5.0
-    erase_s: float = 60.0
-    download_s: float = 10.0
-    transfer_block_s: float = 10.0
-    exit_s: float = 30.0
-    dependency_s: float = 60.0
-    reset_s: float = 30.0
-    restore_s: float = 60.0
+    versions_s: float = field(default=5.0, metadata=POSITIVE)
+    session_s: float = field(default=5.0, metadata=POSITIVE)
+    security_s: float = field(default=5.0, metadata=POSITIVE)
+    fingerprint_s: float = field(default=5.0, metadata=POSITIVE)
+    erase_s: float = field(default=60.0, metadata=POSITIVE)
+    download_s: float = field(default=10.0, metadata=POSITIVE)
+    transfer_block_s: float = field(default=10.0, metadata=POSITIVE)
+    exit_s: float = field(default=30.0, metadata=POSITIVE)
+    dependency_s: float = field(default=60.0, metadata=POSITIVE)
+    reset_s: float = field(default=30.0, metadata=POSITIVE)
+    restore_s: float = field(default=60.0, metadata=POSITIVE)
 
 
 @dataclass
 class EcuConfig:
-    name: str
-    role: str = "other"
+    name: str = field(metadata={"min_len": 1})
+    role: str = field(default="other", metadata={
+        "choices": ROLES, "message": "unknown role {value!r}, expected one of " + ", ".join(ROLES)})
     bus: str = ""                          # name of an agent [[bus]]
-    addressing: str = "normal_11bit"
+    addressing: str = field(default="normal_11bit", metadata={
+        "choices": ADDRESSING,
+        "message": "unknown addressing {value!r}, expected one of " + ", ".join(ADDRESSING)})
     txid: int = 0                          # tester -> ECU (physical request id)
     rxid: int = 0                          # ECU -> tester (response id)
-    source_address: int = 0xF1             # normal_fixed_29bit: tester address
-    target_address: int = 0                # normal_fixed_29bit: ECU address
+    source_address: int = field(default=0xF1, metadata=BYTE)   # normal_fixed_29bit: tester
+    target_address: int = field(default=0, metadata=BYTE)      # normal_fixed_29bit: ECU
     # Functionally addressed requests (85, 28, 3E to every ECU of the bus): the 11/29-bit
     # request id; normal_fixed_29bit uses ISO 15765-4's 0x18DB.... with target_address.
     functional_id: int = 0x7DF
     can_fd: bool = False
     bitrate_switch: bool = False
     tx_data_length: int = 8                # 8, or up to 64 with can_fd
-    stmin: int = 0                         # raw flow-control STmin byte we ask the ECU for
-    blocksize: int = 0                     # 0: ECU may send all consecutive frames at once
+    # Raw flow-control STmin byte we ask the ECU for.
+    stmin: int = field(default=0, metadata={"check": _stmin})
+    # 0: the ECU may send all consecutive frames at once.
+    blocksize: int = field(default=0, metadata={"range": (0, 255), "message": "must be 0..255"})
     # Kernel ISO-TP socket (Linux >= 5.10, module can-isotp) instead of can-isotp in Python.
     kernel_isotp: bool = False
     kernel_interface: str = ""             # e.g. "can0"; empty: the bus channel
     # Security access: odd level requests the seed, level + 1 sends the key.
-    security_level: int = 0x11
-    key_algorithm: str = "xor"             # see agent.ota.uds.security
-    security_secret: str = ""              # hex; bench ECUs only
+    security_level: int = field(default=0x11, metadata={"check": _seed_level})
+    key_algorithm: str = field(default="xor",                 # agent.ota.uds.security
+                               metadata={"check": _key_algorithm})
+    security_secret: str = field(default="", metadata={"check": _hex})   # bench ECUs only
     security_secret_file: str = ""         # file holding the hex secret
     security_secret_env: str = ""          # environment variable holding the hex secret
     # Application memory.
     memory_address: int = 0
     memory_size: int = 0
-    address_format: int = 32
-    memorysize_format: int = 32
-    max_block_length: int = 4095           # cap on the ECU's maxNumberOfBlockLength
+    address_format: int = field(default=32, metadata=FORMAT_BITS)
+    memorysize_format: int = field(default=32, metadata=FORMAT_BITS)
+    max_block_length: int = field(default=4095, metadata={   # cap on the ECU's answer
+        "range": (3, 0xFFFF), "message": "must be 3..65535"})
     exit_crc32: bool = False               # ECU answers TransferExit with CRC32 of the data
     # Timing.
-    p2_s: float = 0.05
-    p2_star_s: float = 5.0
-    tester_present_s: float = 2.0
-    retries: int = 2                       # extra attempts per step / per transfer block
+    p2_s: float = field(default=0.05, metadata=POSITIVE)
+    p2_star_s: float = field(default=5.0, metadata=POSITIVE)
+    tester_present_s: float = field(default=2.0, metadata=POSITIVE)
+    # Extra attempts per step / per transfer block.
+    retries: int = field(default=2, metadata={"range": (0, None)})
     budget: StepBudgets = field(default_factory=StepBudgets)
     can_restore: bool = False              # second bank: previous image can be re-activated
-    version_dids: list[str] = field(default_factory=lambda: list(DEFAULT_VERSION_DIDS))
+    version_dids: list[str] = field(default_factory=lambda: list(DEFAULT_VERSION_DIDS),
+                                    metadata={"each": {"check": _hex_did}})
     # Type approval (GB 44496 / UN R156): the DID where the ECU reports the vehicle's
     # software identification number (SWIN, R156's RXSWIN), e.g. "F1A0" (OEM-specific);
     # ``type_approval``: its software is one the approval depends on (it enters the SWIN
     # computed from versions, and an update of it needs a change permit).
-    swin_did: str = ""
+    swin_did: str = field(default="", metadata={"check": _hex_did})
     type_approval: bool = False
     # TesterPresent while idle in a non-default session: to this ECU, or functionally to
     # every ECU of the bus (keeps the ones a recipe silenced with 28/85 in their session).
@@ -143,27 +193,16 @@ class EcuConfig:
 
 
 def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = "") -> None:
-    """Semantic checks on top of the typed model (ranges, choices, address pairs)."""
+    """The checks across fields (ids by addressing, frame length by CAN FD, one secret
+    source, the recipe); single values are checked by their field declarations."""
 
     def add(key: str, message: str) -> None:
         problems.add(file, f"{path}.{key}" if path else key, message)
 
-    if not ecu.name:
-        add("name", "must not be empty")
-    if ecu.role not in ROLES:
-        add("role", f"unknown role {ecu.role!r}, expected one of {', '.join(ROLES)}")
-    if ecu.addressing not in ADDRESSING:
-        add("addressing", f"unknown addressing {ecu.addressing!r}, expected one of "
-                          f"{', '.join(ADDRESSING)}")
-    elif ecu.addressing == "normal_fixed_29bit":
-        for key in ("source_address", "target_address"):
-            if not 0 <= getattr(ecu, key) <= 0xFF:
-                add(key, "must be 0x00..0xFF")
-    else:
+    if ecu.addressing in ADDRESSING and ecu.addressing != "normal_fixed_29bit":
         limit = 0x7FF if ecu.addressing == "normal_11bit" else 0x1FFFFFFF
         for key in ("txid", "rxid"):
-            value = getattr(ecu, key)
-            if not 0 < value <= limit:
+            if not 0 < getattr(ecu, key) <= limit:
                 add(key, f"must be 0x1..0x{limit:X} for {ecu.addressing}")
         if ecu.txid == ecu.rxid:
             add("rxid", "must differ from txid")
@@ -175,56 +214,16 @@ def check_ecu(ecu: EcuConfig, file: str | Path, problems: Problems, path: str = 
     if ecu.tx_data_length not in valid_lengths:
         add("tx_data_length", f"must be one of {valid_lengths}"
                               + ("" if ecu.can_fd else " (set can_fd for more)"))
-    if not (0 <= ecu.stmin <= 0x7F or 0xF1 <= ecu.stmin <= 0xF9):
-        add("stmin", "must be 0x00..0x7F (ms) or 0xF1..0xF9 (100-900 us)")
-    if not 0 <= ecu.blocksize <= 0xFF:
-        add("blocksize", "must be 0..255")
-    if not 1 <= ecu.security_level <= 0x7D or ecu.security_level % 2 == 0:
-        add("security_level", "must be an odd seed level 0x01..0x7D")
-    from agent.ota.uds.security import known_algorithms
-
-    algorithms = known_algorithms()
-    if ecu.key_algorithm not in algorithms:
-        add("key_algorithm", f"unknown algorithm {ecu.key_algorithm!r}, known: "
-                             f"{', '.join(sorted(algorithms))}")
     sources = [k for k in ("security_secret", "security_secret_file", "security_secret_env")
                if getattr(ecu, k)]
     if len(sources) > 1:
         add(sources[1], f"give only one of {', '.join(sources)}")
-    if ecu.security_secret:
-        try:
-            bytes.fromhex(ecu.security_secret)
-        except ValueError:
-            add("security_secret", "must be hex")
-    if ecu.memory_size <= 0:
+    if ecu.memory_size <= 0:                # its default, 0, means "not set"
         add("memory_size", "must be > 0")
-    for key in ("address_format", "memorysize_format"):
-        if getattr(ecu, key) not in (8, 16, 24, 32, 40):
-            add(key, "must be 8, 16, 24, 32 or 40")
-    if not 3 <= ecu.max_block_length <= 0xFFFF:
-        add("max_block_length", "must be 3..65535")
-    for key in ("p2_s", "p2_star_s", "tester_present_s"):
-        if getattr(ecu, key) <= 0:
-            add(key, "must be > 0")
-    if ecu.retries < 0:
-        add("retries", "must be >= 0")
-    for name, value in vars(ecu.budget).items():
-        if value <= 0:
-            add(f"budget.{name}", "must be > 0")
-    for i, did in enumerate(ecu.version_dids):
-        try:
-            if not 0 <= int(did, 16) <= 0xFFFF:
-                raise ValueError
-        except ValueError:
-            add(f"version_dids[{i}]", f"not a 16-bit hex DID: {did!r}")
-    if ecu.swin_did:
-        try:
-            if not 0 <= int(ecu.swin_did, 16) <= 0xFFFF:
-                raise ValueError
-        except ValueError:
-            add("swin_did", f"not a 16-bit hex DID: {ecu.swin_did!r}")
+    from agent.ota.uds.security import known_algorithms
+
     for kind in ("flash", "after", "restore"):
-        check_steps(getattr(ecu, kind), kind, add, algorithms=algorithms, kind=kind)
+        check_steps(getattr(ecu, kind), kind, add, algorithms=known_algorithms(), kind=kind)
 
 
 def load_ecu(path: str | Path, table_name: str = "ecu") -> EcuConfig:
