@@ -37,10 +37,10 @@ class JournalConfig:
     floor_events: int = field(default=2500, metadata=COUNT)
     # What one accident (its accident.trigger records plus its accident.record) and one
     # event record take, in payload bytes, for sizing the floors. Measured over the 42
-    # scenarios (docs/journal.md "Storage floors"): the largest accident 7,562 B (two
-    # triggers and the record of accident_two_triggers_one_crash), the largest event record 989 B. The
-    # defaults add a margin (x4 for accidents: a live window holds far more samples than
-    # a scenario's; x1.5 for events). Raise them from a vehicle's own measured records.
+    # scenarios (bench/bench_record_sizes.py, docs/journal.md "Storage floors"): the
+    # largest accident 7,562 B, the largest event record 989 B. The defaults add a margin
+    # (x4 for accidents: a live window holds far more samples than a scenario's; x1.5
+    # for events). Raise them from a vehicle's own measured records.
     accident_bytes: int = field(default=32768, metadata=COUNT)
     event_bytes: int = field(default=1536, metadata=COUNT)
 
