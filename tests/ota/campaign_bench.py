@@ -140,6 +140,61 @@ def agent_toml(tmp: Path, bus_text: str, ota_text: str, extra: str = "",
     return path
 
 
+@dataclass
+class EndToEnd:
+    """What an end-to-end campaign test sets up before its ECUs: bench repositories served
+    over HTTP, backend command keys, a udp_multicast bus of its own and the agent config
+    (uplink to the test's Mosquitto with the vehicle's client certificate)."""
+
+    ota: BenchOta
+    server: RepoServer
+    private: Path                   # the backend's command signing key
+    public: Path
+    group: str
+    port: int
+    cfg_path: Path
+    cfg: AgentConfig
+
+    def bus(self) -> can.BusABC:
+        return can.Bus(interface="udp_multicast", channel=self.group, port=self.port)
+
+    def backend(self, tmp: Path, mqtt_broker: Any, mqtt_pki: Any, device: Any,
+                name: str = "backend-ota") -> Any:
+        """A started bench backend that knows the vehicle's device key."""
+        from hil.backend.broker import BrokerConfig
+        from hil.backend.receiver import Backend
+
+        cert = mqtt_pki.client(name)
+        backend = Backend(BrokerConfig(host=mqtt_broker.host, port=mqtt_broker.port,
+                                       ca=cert.ca, cert=cert.cert, key=cert.key),
+                          tmp / "backend.db", {VIN: device.public_key}, group="",
+                          persistent=False)
+        assert backend.start(timeout=20)
+        return backend
+
+
+def end_to_end(tmp: Path, mqtt_broker: Any, mqtt_pki: Any, *, ecus: str | None = None,
+               consent_timeout_s: float = 60) -> EndToEnd:
+    from hil.backend.sender import keygen
+    from tests.live_agent import multicast_group, port_of, uplink_section
+
+    group = multicast_group()
+    port = port_of(group)
+    ota = BenchOta.create(tmp / "bench-ota", vins=[VIN])
+    server = ota.serve()
+    private, public, _ = keygen(tmp / "backend-keys")
+    # A freshness floor: UDP multicast between Python processes is no CAN wire, and a 10 ms
+    # message late by 30 ms on a loaded bench would (rightly) make the vehicle state unknown.
+    bus_text = (f'interface = "udp_multicast"\nchannel = "{group}"\n'
+                f'options = {{ port = {port} }}\nmin_timeout_s = 0.5\n')
+    extra = (uplink_section(mqtt_broker, mqtt_pki.client(VIN), backend_key=public)
+             + f"\n[ota.extra]\nconsent_timeout_s = {consent_timeout_s}\n")
+    cfg_path = agent_toml(tmp, bus_text,
+                          ota.agent_section(server.url, download_dir=str(tmp / "dl")),
+                          extra, ecus)
+    return EndToEnd(ota, server, private, public, group, port, cfg_path, load(cfg_path))
+
+
 def virtual_bus_text(channel: str) -> str:
     return f'interface = "virtual"\nchannel = "{channel}"\n'
 

@@ -12,17 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import can
-from campaign_bench import DVR_IDENTITY, DVR_V2, EPS_IDENTITY, EPS_V2, VIN, agent_toml, sim_config
+from campaign_bench import (
+    DVR_IDENTITY,
+    DVR_V2,
+    EPS_IDENTITY,
+    EPS_V2,
+    VIN,
+    end_to_end,
+    sim_config,
+)
 
-from agent.config import load
 from agent.records.keys import DeviceKey
-from hil.backend.broker import BrokerConfig
-from hil.backend.campaign import BenchOta, campaign_args, consent_args, ecu_image, run_campaign
-from hil.backend.receiver import Backend
-from hil.backend.sender import keygen, load_backend_key
+from hil.backend.campaign import campaign_args, consent_args, ecu_image, run_campaign
+from hil.backend.sender import load_backend_key
 from hil.demo_ota import ParkedVehicle
 from hil.ecu_sim import VirtualEcu
-from tests.live_agent import Agent, multicast_group, port_of, uplink_section, wait_until
+from tests.live_agent import Agent, wait_until
 from tests.mqtt_broker import Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,22 +41,9 @@ def icv_agent(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
         tmp_path: Path, mqtt_broker: Any, mqtt_pki: Any) -> None:
-    group = multicast_group()
-    port = port_of(group)
-    ota = BenchOta.create(tmp_path / "bench-ota", vins=[VIN])
-    server = ota.serve()
-    private, public, _ = keygen(tmp_path / "backend-keys")
-    # A freshness floor: UDP multicast between Python processes is no CAN wire, and a 10 ms
-    # message late by 30 ms on a loaded bench would (rightly) make the vehicle state unknown.
-    bus_text = (f'interface = "udp_multicast"\nchannel = "{group}"\n'
-                f'options = {{ port = {port} }}\nmin_timeout_s = 0.5\n')
-    extra = (uplink_section(mqtt_broker, mqtt_pki.client(VIN), backend_key=public)
-             + "\n[ota.extra]\nconsent_timeout_s = 60\n")
-    cfg_path = agent_toml(tmp_path, bus_text,
-                          ota.agent_section(server.url, download_dir=str(tmp_path / "dl")),
-                          extra)
-    cfg = load(cfg_path)
-    bus = can.Bus(interface="udp_multicast", channel=group, port=port)
+    e2e = end_to_end(tmp_path, mqtt_broker, mqtt_pki)
+    ota, server, cfg, cfg_path = e2e.ota, e2e.server, e2e.cfg, e2e.cfg_path
+    bus = e2e.bus()
     notifier = can.Notifier(bus, [], timeout=0.1)
     ecus = {c.name: VirtualEcu(sim_config(c, EPS_IDENTITY if c.name == "eps"
                                           else DVR_IDENTITY), bus, notifier).start()
@@ -61,12 +53,7 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
                      client_id="test-hmi").start()
     device = DeviceKey.generate()
     device.save(cfg.key_path)
-    cert = mqtt_pki.client("backend-ota")
-    backend = Backend(BrokerConfig(host=mqtt_broker.host, port=mqtt_broker.port,
-                                   ca=cert.ca, cert=cert.cert, key=cert.key),
-                      tmp_path / "backend.db", {VIN: device.public_key}, group="",
-                      persistent=False)
-    assert backend.start(timeout=20)
+    backend = e2e.backend(tmp_path, mqtt_broker, mqtt_pki, device, "backend-ota")
     agent = Agent(cfg_path).start()
     try:
         assert agent.wait_running(), agent.log_text()
@@ -87,7 +74,7 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
                                    json.dumps(consent_args(record["data"])), qos=1)
 
         args = campaign_args("OTA-E2E-1", "2026.1", recall=True, recall_number="RC-2026-001")
-        result = run_campaign(backend, load_backend_key(private), VIN, args, timeout=90,
+        result = run_campaign(backend, load_backend_key(e2e.private), VIN, args, timeout=90,
                               on_record=on_record)
         assert result["response"] and result["response"]["ok"], result
         outcome = result["outcome"]
@@ -127,7 +114,7 @@ def test_full_campaign_backend_mqtt_agent_hmi_consent_two_ecus(
         ota.release(VIN, "eps", "eps/eps-3.0.0.bin",
                     ecu_image(40 * 1024, EPS_V3, {"F191": EPS_IDENTITY["F191"]}, seed="v3"),
                     hardware_id=EPS_IDENTITY["F191"], release_counter=3, versions=EPS_V3)
-        second = run_campaign(backend, load_backend_key(private), VIN,
+        second = run_campaign(backend, load_backend_key(e2e.private), VIN,
                               campaign_args("OTA-E2E-2", "2026.2"), timeout=60,
                               consent="decline")   # the signed ota.consent, offer's nonce
         assert second["consent_response"] and second["consent_response"]["ok"], second

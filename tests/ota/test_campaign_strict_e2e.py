@@ -13,19 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import can
-from campaign_bench import VIN, agent_toml
+from campaign_bench import VIN, end_to_end
 
-from agent.config import load
 from agent.records.keys import DeviceKey
-from hil.backend.broker import BrokerConfig
-from hil.backend.campaign import BenchOta, campaign_args, ecu_image, run_campaign
-from hil.backend.receiver import Backend
-from hil.backend.sender import keygen, load_backend_key
+from hil.backend.campaign import campaign_args, ecu_image, run_campaign
+from hil.backend.sender import load_backend_key
 from hil.benchconfig import ecu_entries
 from hil.demo_ota import ParkedVehicle
 from hil.ecu_sim import VirtualEcu, load_sim_config
 from tests.helpers import scaled
-from tests.live_agent import Agent, multicast_group, port_of, uplink_section
+from tests.live_agent import Agent
 
 ROOT = Path(__file__).resolve().parents[2]
 BCM_V5 = {"F189": "5.0.0", "F188": "SW-BCM-0500", "F195": "SUP-BCM-5.0.0"}
@@ -56,37 +53,21 @@ def bcm_entry() -> str:
 
 def test_campaign_flashes_a_strict_oem_bootloader_end_to_end(
         tmp_path: Path, mqtt_broker: Any, mqtt_pki: Any) -> None:
-    group = multicast_group()
-    port = port_of(group)
-    ota = BenchOta.create(tmp_path / "bench-ota", vins=[VIN])
-    server = ota.serve()
-    private, public, _ = keygen(tmp_path / "backend-keys")
-    bus_text = (f'interface = "udp_multicast"\nchannel = "{group}"\n'
-                f'options = {{ port = {port} }}\nmin_timeout_s = 0.5\n')
-    extra = (uplink_section(mqtt_broker, mqtt_pki.client(VIN), backend_key=public)
-             + "\n[ota.extra]\nconsent_timeout_s = 60\n")
-    cfg_path = agent_toml(tmp_path, bus_text,
-                          ota.agent_section(server.url, download_dir=str(tmp_path / "dl")),
-                          extra, ecus=bcm_entry())
-    cfg = load(cfg_path)
+    e2e = end_to_end(tmp_path, mqtt_broker, mqtt_pki, ecus=bcm_entry())
+    ota, server, cfg = e2e.ota, e2e.server, e2e.cfg
     (ecu,) = cfg.ecu
     sim_cfg = load_sim_config(ROOT / "config" / "ecu" / "bcm.toml")
     sim_cfg = dataclasses.replace(sim_cfg, ecu=ecu,
                                   sim=dataclasses.replace(sim_cfg.sim, p2_ms=int(scaled(300))))
-    bus = can.Bus(interface="udp_multicast", channel=group, port=port)
+    bus = e2e.bus()
     requests = Requests(ecu.txid, ecu.functional_id)
     notifier = can.Notifier(bus, [requests], timeout=0.1)
     sim = VirtualEcu(sim_cfg, bus, notifier).start()
     vehicle = ParkedVehicle(cfg, bus).start()
     device = DeviceKey.generate()
     device.save(cfg.key_path)
-    cert = mqtt_pki.client("backend-ota")
-    backend = Backend(BrokerConfig(host=mqtt_broker.host, port=mqtt_broker.port,
-                                   ca=cert.ca, cert=cert.cert, key=cert.key),
-                      tmp_path / "backend.db", {VIN: device.public_key}, group="",
-                      persistent=False)
-    assert backend.start(timeout=20)
-    agent = Agent(cfg_path).start()
+    backend = e2e.backend(tmp_path, mqtt_broker, mqtt_pki, device)
+    agent = Agent(e2e.cfg_path).start()
     try:
         assert agent.wait_running(), agent.log_text()
         assert backend.wait(lambda: any(r["type"] == "ecu.versions"
@@ -96,7 +77,7 @@ def test_campaign_flashes_a_strict_oem_bootloader_end_to_end(
         ota.release(VIN, "bcm", "bcm/bcm-5.0.0.bin",
                     ecu_image(48 * 1024, BCM_V5, {"F191": hw}, seed="bcm"),
                     hardware_id=hw, release_counter=5, versions=BCM_V5)
-        result = run_campaign(backend, load_backend_key(private), VIN,
+        result = run_campaign(backend, load_backend_key(e2e.private), VIN,
                               campaign_args("OTA-STRICT-1", "2026.4"), timeout=120,
                               consent="accept")
         assert result["response"] and result["response"]["ok"], result

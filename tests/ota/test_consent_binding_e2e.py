@@ -16,17 +16,14 @@ from typing import Any
 
 import can
 from bus_sniff import programming_requests
-from campaign_bench import DVR_IDENTITY, EPS_IDENTITY, EPS_V2, VIN, agent_toml, sim_config
+from campaign_bench import DVR_IDENTITY, EPS_IDENTITY, EPS_V2, VIN, end_to_end, sim_config
 
-from agent.config import load
 from agent.records.keys import DeviceKey
-from hil.backend.broker import BrokerConfig
-from hil.backend.campaign import BenchOta, campaign_args, consent_args, ecu_image, run_campaign
-from hil.backend.receiver import Backend
-from hil.backend.sender import keygen, load_backend_key
+from hil.backend.campaign import campaign_args, consent_args, ecu_image, run_campaign
+from hil.backend.sender import load_backend_key
 from hil.demo_ota import ParkedVehicle
 from hil.ecu_sim import VirtualEcu
-from tests.live_agent import Agent, multicast_group, port_of, uplink_section, wait_until
+from tests.live_agent import Agent, wait_until
 from tests.mqtt_broker import Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,20 +38,9 @@ def icv_agent(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_accepts_left_before_the_offer_on_every_channel_flash_nothing(
         tmp_path: Path, mqtt_broker: Any, mqtt_pki: Any) -> None:
-    group = multicast_group()
-    port = port_of(group)
-    ota = BenchOta.create(tmp_path / "bench-ota", vins=[VIN])
-    server = ota.serve()
-    private, public, _ = keygen(tmp_path / "backend-keys")
-    bus_text = (f'interface = "udp_multicast"\nchannel = "{group}"\n'
-                f'options = {{ port = {port} }}\nmin_timeout_s = 0.5\n')
-    extra = (uplink_section(mqtt_broker, mqtt_pki.client(VIN), backend_key=public)
-             + "\n[ota.extra]\nconsent_timeout_s = 60\n")
-    cfg_path = agent_toml(tmp_path, bus_text,
-                          ota.agent_section(server.url, download_dir=str(tmp_path / "dl")),
-                          extra)
-    cfg = load(cfg_path)
-    bus = can.Bus(interface="udp_multicast", channel=group, port=port)
+    e2e = end_to_end(tmp_path, mqtt_broker, mqtt_pki)
+    ota, server, cfg, cfg_path = e2e.ota, e2e.server, e2e.cfg, e2e.cfg_path
+    bus = e2e.bus()
     sniffed: list[can.Message] = []
     notifier = can.Notifier(bus, [sniffed.append], timeout=0.1)
     ecus = {c.name: VirtualEcu(sim_config(c, EPS_IDENTITY if c.name == "eps"
@@ -69,14 +55,9 @@ def test_accepts_left_before_the_offer_on_every_channel_flash_nothing(
     hmi.client.publish(consent_topic, json.dumps(early), qos=1, retain=True).wait_for_publish(10)
     device = DeviceKey.generate()
     device.save(cfg.key_path)
-    cert = mqtt_pki.client("backend-early")
-    backend = Backend(BrokerConfig(host=mqtt_broker.host, port=mqtt_broker.port,
-                                   ca=cert.ca, cert=cert.cert, key=cert.key),
-                      tmp_path / "backend.db", {VIN: device.public_key}, group="",
-                      persistent=False)
-    assert backend.start(timeout=20)
+    backend = e2e.backend(tmp_path, mqtt_broker, mqtt_pki, device, "backend-early")
     agent = Agent(cfg_path).start()
-    key = load_backend_key(private)
+    key = load_backend_key(e2e.private)
 
     def refusals() -> list[dict[str, Any]]:
         return [r["data"] for r in backend.store.records(VIN)
