@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
-from agent.ingest.cli import load_config_or_exit
+from agent.check_config import load_config_or_exit
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""``icv-agent check-config``; ``load_config_or_exit`` for every command that reads a config."""
+"""``icv-agent check-config``; ``load_config_or_exit`` for every command that reads a config.
+
+Beside ``agent.config``, not in a stage: it loads and reports the whole config."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 FAMILIES = [
-    "agent.ingest.cli",      # check-config
+    "agent.check_config",    # check-config
     "agent.analyze",         # analyze
     "agent.ingest.skeleton", # mapping skeleton
     "agent.records.cli",     # keys, verify

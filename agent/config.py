@@ -1,5 +1,9 @@
 """The agent configuration: one TOML file, one typed model, validated once at load.
 
+Each stage owns its section (``ingest/settings.py`` ``[[bus]]``, ``monitors/settings.py``
+``[limits]``, ``journal/settings.py``, ``uplink/settings.py``, ``ota/settings.py``,
+``security/settings.py``); this module composes them and checks what spans sections.
+
 Paths in the file are relative to the file's own folder. ``load()`` either returns a
 complete, checked ``AgentConfig`` (DBCs and mappings loaded) or raises ``ConfigError``
 carrying every problem as ``FILE: key.path: problem``.
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.ingest.settings import BusConfig, check_bus
 from agent.journal.settings import JournalConfig, check_journal
 from agent.keyfiles import key_file_exposed
 from agent.model import ConfigError, Problems, build, read_toml
@@ -52,35 +57,6 @@ class VehicleConfig:
 class StateConfig:
     dir: str = "/var/lib/icv-agent"
     key: str = "device.key"              # Ed25519 device key, relative to dir
-
-
-@dataclass
-class BusConfig:
-    name: str
-    dbc: list[str]
-    mapping: str
-    interface: str = "socketcan"
-    channel: str = "can0"
-    fd: bool = False
-    bitrate: int = 500000
-    data_bitrate: int = 0
-    # Extra keyword arguments for python-can's Bus() (interface specific).
-    options: dict[str, Any] = field(default_factory=dict)
-    # Floor for the freshness timeouts of this bus (3 x cycle time otherwise): for bench
-    # buses fed by a software replayer whose timing jitters more than real ECUs do.
-    min_timeout_s: float = field(default=0.0, metadata={"range": (0, None)})
-    # Seconds between reconnect attempts grow from min to max.
-    reconnect_min_s: float = field(default=0.5, metadata={"above": 0})
-    reconnect_max_s: float = field(default=30.0, metadata={"above": 0})
-    # SocketCAN only. "bcm": the kernel's broadcast manager compares the mapped bits of
-    # every frame and wakes the agent only on a change or a timeout; "raw": every frame of
-    # a mapped id is read (kernel acceptance filters). Default: bcm on socketcan.
-    receive: str = field(default="", metadata={"choices": ("bcm", "raw")})
-    # SocketCAN socket receive buffer (SO_RCVBUF; SO_RCVBUFFORCE when allowed): what the
-    # kernel holds while the agent is late. About 1,500 frames at the default; 0 = the
-    # kernel's net.core.rmem_default.
-    rcvbuf_bytes: int = field(default=1048576, metadata={
-        "range": (0, None), "message": "must be 0 (kernel default) or more"})
 
 
 @dataclass
@@ -170,7 +146,9 @@ def _check_ota(cfg: AgentConfig, path: Path, problems: Problems) -> None:
 
 def load(path: str | Path) -> AgentConfig:
     """Load and validate; raise ``ConfigError`` listing every problem."""
-    from agent.ingest.setup import load_bus  # ingest depends on config, not the reverse
+    # Loaded on use: DBC loading (cantools) is heavy, and readers of [vehicle] or [state]
+    # alone (reports, keys) need none of it.
+    from agent.ingest.setup import load_bus
     from agent.security import check_security
 
     path = Path(path)
@@ -188,13 +166,7 @@ def load(path: str | Path) -> AgentConfig:
         if bus.name in seen:
             problems.add(path, f"{key}.name", f"duplicate bus name {bus.name!r}")
         seen.add(bus.name)
-        if not bus.dbc:
-            problems.add(path, f"{key}.dbc", "at least one DBC file is needed")
-        if not bus.receive:
-            bus.receive = "bcm" if bus.interface == "socketcan" else "raw"
-        if bus.receive == "bcm" and bus.interface != "socketcan":
-            problems.add(path, f"{key}.receive", "\"bcm\" (the kernel's broadcast manager) "
-                         f"needs interface = \"socketcan\", not {bus.interface!r}")
+        check_bus(bus, path, key, problems)
         setup = load_bus(cfg, bus, key, problems)
         if setup is not None:
             cfg.buses.append(setup)

@@ -104,7 +104,7 @@ def main() -> int:
 
     stop = StopRequest().install()          # as run_cmd: before the slow imports
     setup_logging(0)                        # as under systemd: warnings and errors only
-    from agent.ingest.cli import load_config_or_exit
+    from agent.check_config import load_config_or_exit
     from agent.service.service import Service
 
     if args.housekeeping_s is not None:

@@ -25,7 +25,7 @@ from agent.model import Problems
 from agent.signals import CATALOGUE
 
 if TYPE_CHECKING:
-    from agent.config import AgentConfig, BusConfig
+    from agent.ingest.settings import BusConfig, ConfigFiles
 
 DEFAULT_TIMEOUT_S = 1.0
 
@@ -79,7 +79,7 @@ def frame_key(arbitration_id: int, is_extended: bool) -> int:
     return arbitration_id | 0x80000000 if is_extended else arbitration_id
 
 
-def load_bus(cfg: AgentConfig, bus: BusConfig, key: str, problems: Problems) -> BusSetup | None:
+def load_bus(cfg: ConfigFiles, bus: BusConfig, key: str, problems: Problems) -> BusSetup | None:
     file = cfg.path
     dbs = []
     warnings = []

@@ -17,7 +17,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     from agent.service.service import StopRequest
 
     stop = StopRequest().install()   # before the slow imports: systemd may stop us any time
-    from agent.ingest.cli import load_config_or_exit
+    from agent.check_config import load_config_or_exit
     from agent.records.keys import KeyFileError
     from agent.service.service import run
 
