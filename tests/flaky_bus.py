@@ -2,7 +2,8 @@
 
 It wraps python-can's in-process ``virtual`` bus (real frames, real filters) and, driven
 by a shared plan, raises on ``recv`` (bus error), or refuses to open (interface gone).
-Loaded by the agent through its ``interface = "module:Class"`` plugin syntax.
+Loaded by the agent as python-can loads any plugin: ``install_plugin`` writes the
+dist-info of a package that declares it in the ``can.interface`` entry-point group.
 """
 
 from __future__ import annotations
@@ -37,3 +38,27 @@ class FlakyBus(VirtualBus):
         if msg is not None:
             self._received += 1
         return msg, filtered
+
+
+def install_plugin(folder: Any, name: str = "flaky") -> None:
+    """Make ``folder`` an installed package declaring ``FlakyBus`` as python-can interface
+    ``name`` (``[can.interface]`` entry point). A fresh interpreter with ``folder`` on its
+    path sees it at ``import can``; this one, which imported python-can already, re-reads
+    the entry points into ``can.interfaces.BACKENDS`` as that import would have."""
+    import sys
+    from pathlib import Path
+
+    from can._entry_points import read_entry_points
+    from can.interfaces import BACKENDS
+
+    info = Path(folder) / "flaky_bus_plugin-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: flaky-bus-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[can.interface]\n{name} = "
+                                           "tests.flaky_bus:FlakyBus\n")
+    (info / "RECORD").write_text("")
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    BACKENDS.update({ep.key: (ep.module_name, ep.class_name)
+                     for ep in read_entry_points(group="can.interface")})

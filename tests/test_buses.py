@@ -140,7 +140,8 @@ def test_acceptance_filters_keep_unmapped_frames_out(tmp_path: Path) -> None:
 
 
 def test_failing_and_vanishing_adapter_is_survived(tmp_path: Path) -> None:
-    cfg = bench_with(tmp_path, "tests.flaky_bus:FlakyBus", "flaky-1",
+    flaky_bus.install_plugin(tmp_path / "site")
+    cfg = bench_with(tmp_path, "flaky", "flaky-1",
                      "reconnect_min_s = 0.05\nreconnect_max_s = 0.2")
     flaky_bus.PLAN.update(fail_recv_after=5, refuse_opens=2, opens=0)
     mapped = next(iter(cfg.buses[0].plans.values())).message
@@ -168,3 +169,59 @@ def test_failing_and_vanishing_adapter_is_survived(tmp_path: Path) -> None:
     assert c.errors == 1              # then "Network is down" while reading
     assert c.reconnects == 1          # ... and it came back
     assert flaky_bus.PLAN["opens"] == 4
+
+
+def test_a_driver_outside_python_can_plugs_in_as_a_can_interface_entry_point(
+        tmp_path: Path) -> None:
+    """A fresh interpreter with the plugin package installed: the config names the
+    interface and the agent opens it through python-can's factory, nothing else."""
+    flaky_bus.install_plugin(tmp_path / "site", name="oem_adapter")
+    cfg_path = bench_config(tmp_path / "bench.toml", interface="oem_adapter", channel="x")
+    script = ("import sys; from agent import config; from agent.ingest.buses import open_bus;"
+              f"cfg = config.load({str(cfg_path)!r}); bus = open_bus(cfg.buses[0]);"
+              "print(type(bus).__module__, type(bus).__name__); bus.shutdown()")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120,
+                       env={"PYTHONPATH": f"{tmp_path / 'site'}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["tests.flaky_bus", "FlakyBus"]
+
+
+def test_an_unknown_interface_is_a_config_problem(tmp_path: Path) -> None:
+    for interface, hint in (("pcann", False), ("tests.flaky_bus:FlakyBus", True)):
+        try:
+            bench_with(tmp_path, interface, "x")
+        except agent_config.ConfigError as exc:
+            text = str(exc)
+        else:
+            raise AssertionError(f"{interface!r} was accepted")
+        assert f"bus[0].interface: {interface!r} is not a python-can interface (known: " in text
+        assert "socketcan" in text and "virtual" in text
+        assert ("'can.interface' group" in text) is hint, text
+
+
+def test_can_conf_canrc_and_can_variables_do_not_change_a_bus(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """python-can merges /etc/can.conf, ~/.canrc and CAN_* into what a caller did not set
+    (CAN_CONFIG may set anything): the agent's buses are what its config says. Fails before
+    ignore_config: the bus received its own frames."""
+    from agent.ingest.buses import open_bus
+
+    (tmp_path / ".canrc").write_text("[default]\ninterface = udp_multicast\n"
+                                     "receive_own_messages = True\nbitrate = 125000\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CAN_INTERFACE", "udp_multicast")
+    monkeypatch.setenv("CAN_CHANNEL", "239.74.163.2")
+    monkeypatch.setenv("CAN_BITRATE", "125000")
+    monkeypatch.setenv("CAN_CONFIG", '{"receive_own_messages": true, "can_filters": null}')
+    cfg = bench_with(tmp_path, "virtual", "icv-env-test")
+    bus = open_bus(cfg.buses[0])
+    try:
+        assert type(bus).__name__ == "VirtualBus" and bus.channel_info.endswith("icv-env-test")
+        assert bus.receive_own_messages is False
+        mapped = next(iter(cfg.buses[0].plans.values())).message
+        bus.send(can.Message(arbitration_id=mapped.frame_id, data=bytes(mapped.length),
+                             is_extended_id=mapped.is_extended_frame))
+        assert bus.recv(0.2) is None            # its own frame is not read back
+    finally:
+        bus.shutdown()

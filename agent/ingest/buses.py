@@ -8,7 +8,6 @@ and reopened with exponential backoff; the other buses go on.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import queue
 import random
@@ -30,7 +29,12 @@ CAN_ERR_RESTARTED = 0x00000100
 
 def open_bus(setup: BusSetup) -> Any:
     """The bus as configured: python-can's factory, except SocketCAN, which reads the
-    kernel's drop counter and (``receive = "bcm"``) filters contents in the kernel."""
+    kernel's drop counter and (``receive = "bcm"``) filters contents in the kernel.
+
+    Only the agent config decides: ``ignore_config`` keeps /etc/can.conf, ~/.canrc and the
+    CAN_* variables (CAN_CONFIG may add any argument) out of a vehicle's buses. A driver
+    outside python-can is one of its plugins: the package declares an entry point in the
+    ``can.interface`` group and ``interface`` names it."""
     cfg = setup.config
     if cfg.interface == "socketcan":
         from agent.ingest import socketcan
@@ -49,11 +53,7 @@ def open_bus(setup: BusSetup) -> Any:
             kwargs.setdefault("data_bitrate", cfg.data_bitrate)
     if cfg.interface not in ("virtual", "udp_multicast"):
         kwargs.setdefault("bitrate", cfg.bitrate)  # socketcan's bitrate belongs to `ip link`
-    if ":" in cfg.interface:  # "package.module:BusClass": a vendor driver outside python-can
-        module, _, cls = cfg.interface.partition(":")
-        bus_class = getattr(importlib.import_module(module), cls)
-        return bus_class(channel=cfg.channel, **kwargs)
-    return can.Bus(interface=cfg.interface, channel=cfg.channel, **kwargs)
+    return can.Bus(interface=cfg.interface, channel=cfg.channel, ignore_config=True, **kwargs)
 
 
 BACKLOG_S = 120.0          # how far behind the bus a late reader's frames may be dated

@@ -52,6 +52,14 @@ class BusConfig:
 
 def check_bus(bus: BusConfig, file: str | Path, key: str, problems: Problems) -> None:
     """Checks of one entry across its fields; the receive mode defaults from the interface."""
+    from can.interfaces import BACKENDS  # python-can's interfaces and installed plugins
+
+    if bus.interface not in BACKENDS:
+        hint = ("; a driver outside python-can is installed as a python-can plugin (an entry "
+                "point in the 'can.interface' group) and named here"
+                if ":" in bus.interface or "." in bus.interface else "")
+        problems.add(file, f"{key}.interface", f"{bus.interface!r} is not a python-can "
+                     f"interface (known: {', '.join(sorted(BACKENDS))}){hint}")
     if not bus.dbc:
         problems.add(file, f"{key}.dbc", "at least one DBC file is needed")
     if not bus.receive:

@@ -56,7 +56,9 @@ class EcuBuses:
             kwargs = dict(cfg.options)
             if cfg.fd:
                 kwargs["fd"] = True
-            self.open[name] = can.Bus(interface=cfg.interface, channel=cfg.channel, **kwargs)
+            # ignore_config: /etc/can.conf, ~/.canrc and CAN_* must not change the bus
+            self.open[name] = can.Bus(interface=cfg.interface, channel=cfg.channel,
+                                      ignore_config=True, **kwargs)
         return self.open[name]
 
     def close(self) -> None:
