@@ -1,9 +1,11 @@
-"""Monitors' ``emit`` -> signed, chained records, committed in groups with monitor state.
+"""Monitors' ``emit`` -> signed, chained records, committed with monitor state.
 
-Records produced while one batch of frames is processed are made and committed in ONE
-transaction together with the small state the monitors asked to persist, then handed to
-``deliver`` (stdout offline; the uplink live). A record is never delivered before the
-commit that made it durable returned.
+Records produced while one frame (or one housekeeping tick) is processed are made and
+committed in ONE transaction together with the small state the monitors asked to persist,
+at the pipeline's ``flush()`` after that frame, then handed to ``deliver`` (stdout offline;
+the uplink live). A record is never delivered before the commit that made it durable
+returned. There is no commit window across frames: each frame's records are durable
+before the next frame is read.
 """
 
 from __future__ import annotations

@@ -265,12 +265,6 @@ class MosquittoBroker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     def __enter__(self) -> MosquittoBroker:
         self.start()
         return self

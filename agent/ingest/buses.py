@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 # SocketCAN error-frame class bits (linux/can/error.h)
 CAN_ERR_BUSOFF = 0x00000040
-CAN_ERR_RESTARTED = 0x00000100
 
 
 def open_bus(setup: BusSetup) -> Any:

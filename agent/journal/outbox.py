@@ -3,8 +3,9 @@
 The outbox table lives in the same SQLite file as the monitor state and the chain head,
 so ``store()`` runs inside the caller's ``db.transaction()``, the one in which
 ``RecordChain.make`` advanced the head: the record, its seq and the head commit together
-or not at all. Several records may be stored in one transaction (group commit: one fsync
-for everything a pipeline loop produced).
+or not at all. Several records may be stored in one transaction: everything one frame or
+housekeeping tick produced, one fsync (the recorder commits per frame, never across
+frames).
 
 fsync policy: WAL journal with ``synchronous=FULL`` on the pipeline's connection, so the
 WAL is fsynced at every COMMIT; a record counts as stored once that COMMIT returned, and
@@ -215,10 +216,6 @@ class Journal:
             (rid, lane, seq, type_, str(record.get("schema", "")), len(payload), payload))
         self.stored += 1
         return True
-
-    def store_many(self, records: Iterable[dict[str, Any]]) -> int:
-        """Group commit helper: store several records in the open transaction."""
-        return sum(self.store(r) for r in records)
 
     def take_evictions(self) -> dict[str, Any] | None:
         """Data for a ``journal.evicted`` record, once; call it inside the transaction that

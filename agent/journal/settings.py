@@ -15,8 +15,6 @@ class JournalConfig:
     # Disk quota of the outbox (payload bytes); when full the lowest lanes are evicted
     # first (4, then 3, then 2), never 0-1.
     quota_mb: float = 64.0
-    # Group commit: records arriving within this window share one fsync (0 = one each).
-    group_commit_ms: float = 0.0
     # Events kept in memory after a failed commit (disk full) for the next attempt;
     # beyond it the lowest lanes are dropped and counted (accident events are always kept).
     hold_max: int = 10000

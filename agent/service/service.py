@@ -91,7 +91,6 @@ class Service:
         self.proc = psutil.Process()
         self.proc.cpu_percent(None)
         self.frames_fed = 0
-        self._progress_mark = 0
         # A BCM bus reports silences itself; its messages are not polled for freshness.
         for setup, dec in zip(cfg.buses, self.pipeline.decoders, strict=True):
             dec.kernel_freshness = (setup.config.interface == "socketcan"

@@ -45,9 +45,3 @@ class SignalHistory:
             out.insert(0, before)
         return out
 
-    def names(self) -> list[str]:
-        return list(self._series)
-
-    def oldest(self, name: str) -> float | None:
-        series = self._series.get(name)
-        return series[0][0] if series else None

@@ -330,9 +330,6 @@ class TrustedRepository:
                                     f"must be a list of strings", repo=self.name, role=role)
         return hardware_id in hw_ids
 
-    def iter_roles(self) -> Iterator[tuple[str, Targets]]:
-        yield from self.targets.items()
-
     # -- helpers --------------------------------------------------------------------------
     def _fetch(self, fname: str, cap: int, *, may_be_missing: bool = False) -> bytes:
         try:
