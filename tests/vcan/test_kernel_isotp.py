@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import can
 
 from agent.ota.settings import load_ecu
 from agent.ota.uds import FlashSession, read_ecu_versions
@@ -118,3 +121,66 @@ def test_uds_flash_over_kernel_isotp(tmp_path: Path) -> None:
     assert {k: summary["versions"][f"{k:04X}"] for k in NEW} == NEW
     assert summary["counters"]["transfer_block"] == result.blocks
     assert summary["counters"]["reset"] >= 1
+
+
+BCM_NEW = {0xF188: "SW-BCM-0500", 0xF189: "5.0.0", 0xF195: "SUP-BCM-5.0.0"}
+
+
+def strict_ecu_file(tmp: Path) -> Path:
+    """config/ecu/bcm.toml (strict bootloader, strict recipe) on the kernel's ISO-TP, with
+    the loose timings of an emulated CPU."""
+    text = (ROOT / "config" / "ecu" / "bcm.toml").read_text()
+    text = text.replace('bus = "body"\n', 'bus = "body"\nkernel_isotp = true\n'
+                                           'kernel_interface = "vcan0"\n')
+    for key, value in (("p2_s", "2.0"), ("p2_star_s", "10.0"), ("p2_ms", "2000"),
+                       ("s3_s", "30.0")):
+        text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert n == 1, key
+    budget = text.index("[ecu.budget]")
+    end = text.index("[[ecu.flash]]")
+    budgets = "[ecu.budget]\n" + "".join(f"{k} = 60.0\n" for k in (
+        "versions_s", "session_s", "security_s", "fingerprint_s", "erase_s", "download_s",
+        "transfer_block_s", "exit_s", "dependency_s", "reset_s", "restore_s")) + "\n"
+    text = text[:budget] + budgets + text[end:]
+    path = tmp / "bcm.toml"
+    path.write_text(text)
+    return path
+
+
+def test_strict_recipe_over_kernel_isotp_with_functional_requests(tmp_path: Path) -> None:
+    """The strict recipe's functional 85/28/10/3E go out through a kernel ISO-TP socket in
+    single-frame broadcast mode on 0x7DF; the strict bootloader (its own process) takes
+    the whole sequence and runs the new image."""
+    path = strict_ecu_file(tmp_path)
+    ecu = load_ecu(path)
+    assert ecu.kernel_isotp and ecu.tester_present_functional
+    image = tmp_path / "bcm.bin"
+    image.write_bytes(build_image(os.urandom(16 * 1024 - 64), BCM_NEW, {0xF191: "HW-BCM-02"}))
+    sniffer = can.Bus(interface="socketcan", channel="vcan0")
+    functional: list[bytes] = []
+    notifier = can.Notifier(sniffer, [lambda m: functional.append(bytes(m.data))
+                                      if m.arbitration_id == 0x7DF else None], timeout=0.1)
+    sim = subprocess.Popen([sys.executable, "-m", "hil.cli", "ecu-sim", "--config",
+                            str(path), "--interface", "socketcan", "--channel", "vcan0"],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        ready = sim.stdout.readline()
+        assert ready.startswith("ready bcm"), sim.stderr.read() if sim.stderr else ready
+        result = FlashSession(ecu, None, image, BCM_NEW, tester_id="VCAN01").run()
+        assert result.ok, result.error
+        assert result.after_errors == []
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        out, err = sim.communicate(timeout=SLOW)
+        notifier.stop()
+        sniffer.shutdown()
+    assert sim.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert {k: summary["versions"][f"{k:04X}"] for k in BCM_NEW} == BCM_NEW
+    assert summary["counters"].get("boot_into_bootloader") == 1
+    # single frames on the functional id: 85 82, 28 83 01 before; 10 83, 28 80 01, 85 81,
+    # 10 81 after (TesterPresent 3E 80 in between, as often as the session needed it)
+    starts = [f[1:1 + (f[0] & 0x0F)].hex(" ").upper() for f in functional if f[0] >> 4 == 0]
+    assert [s for s in starts if s != "3E 80"] == [
+        "85 82", "28 83 01", "10 83", "28 80 01", "85 81", "10 81"], starts
