@@ -104,6 +104,13 @@ def test_shipped_configs_are_valid(path: Path) -> None:
     (BASE + "[uplink]\nprotocol = '4'\n", "uplink.protocol", "'4' is not one of 5, 3.1.1"),
     (BASE + "[uplink]\nport = 0\n", "uplink.port", "must be >= 1 and <= 65535"),
     (BASE + "[history]\nseconds = 0\n", "history.seconds", "must be > 0"),
+    # [ota.extra] is part of the model: found by check-config, not when a campaign starts
+    (BASE + "[ota.extra]\nconsent_timeout_s = 0\n", "ota.extra.consent_timeout_s",
+     "must be > 0"),
+    (BASE + "[ota.extra]\nnot_required = ['warp']\n", "ota.extra.not_required",
+     "unknown condition(s) 'warp'"),
+    (BASE + "[ota.extra.hmi]\nport = 70000\n", "ota.extra.hmi.port", "must be >= 0"),
+    (BASE + "[ota.extra]\ncolour = 1\n", "ota.extra.colour", "unknown key"),
 ])
 def test_config_errors(tmp_path: Path, body: str, key: str, problem: str) -> None:
     cfg = write_config(tmp_path, body)

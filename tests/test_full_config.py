@@ -21,13 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "full.toml"
 
 
-def _extra_models() -> dict[str, type]:
-    """Free-form tables (dict[str, Any] fields) that a typed model of their own reads."""
-    from agent.ota.options import CampaignSettings
-
-    return {"ota.extra": CampaignSettings}
-
-
 def _key(field: dataclasses.Field) -> str:
     return field.metadata.get("key", field.name)
 
@@ -71,12 +64,10 @@ class Audit:
         self.lines = lines
         self.missing: list[str] = []
         self.wrong: list[str] = []
-        self.seen_extra: set[str] = set()
 
     def walk(self, cls: type, tables: list[dict[str, Any]], path: str, example: bool) -> None:
         """Every field of ``cls`` in ``tables`` (several: a list of tables, keys united)."""
         hints = typing.get_type_hints(cls)
-        extra = _extra_models()
         for field in dataclasses.fields(cls):
             if not field.init:
                 continue
@@ -93,9 +84,6 @@ class Audit:
             if model is not None:
                 subs = [s for v in present for s in (v if many else [v])]
                 self.walk(model, subs, where, example or many)
-            elif where in extra:
-                self.seen_extra.add(where)
-                self.walk(extra[where], present, where, example)
             else:
                 self.check_default(field, present, where, path, key, example)
 
@@ -118,8 +106,6 @@ def test_full_config_lists_every_field_at_its_default() -> None:
     text = FULL.read_text(encoding="utf-8")
     audit = Audit(comment_lines(text))
     audit.walk(AgentConfig, [tomllib.loads(text)], "", False)
-    unused = set(_extra_models()) - audit.seen_extra
-    assert not unused, f"_extra_models names {sorted(unused)}, which the model no longer has"
     assert not audit.missing, ("config/full.toml lacks these config fields:\n  "
                                + "\n  ".join(audit.missing))
     assert not audit.wrong, ("config/full.toml shows values that are not the defaults "

@@ -41,9 +41,8 @@ from agent.ota.consent import (
 )
 from agent.ota.history import OtaHistory
 from agent.ota.inventory import EcuBuses, Inventory, software_versions
-from agent.ota.options import CampaignSettings
 from agent.ota.preconditions import SafeState
-from agent.ota.settings import EcuConfig, OtaConfig
+from agent.ota.settings import CampaignSettings, EcuConfig, OtaConfig
 from agent.ota.uds import FlashSession, PreconditionViolated, ProgressEvery
 from agent.ota.uds.versions import parse_did_keys
 from agent.ota.uptane import EcuInstalled, FloorTime, UpdateRejected, UptaneClient
@@ -181,9 +180,7 @@ class CampaignManager:
                     extras: dict[str, Any] | None = None,
                     settings: CampaignSettings | None = None) -> CampaignManager:
         """From an ``AgentConfig`` (the HMI adapter as its ``[ota.extra.hmi]`` says)."""
-        from agent.ota.options import campaign_settings
-
-        settings = settings or campaign_settings(cfg.ota.extra, cfg.path)
+        settings = settings or cfg.ota.extra
         manager = cls(vin=cfg.vehicle.vin, ecus=list(cfg.ecu), buses=list(cfg.bus),
                       ota=cfg.ota, settings=settings, db_path=cfg.state_dir / "state.db",
                       config_dir=cfg.path.parent, emit=emit, read_signal=read_signal,

@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 
 from agent import wirejson
 from agent.journal.statedb import StateDB
-from agent.ota.options import HmiConfig
+from agent.ota.settings import HmiConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,48 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agent.model import ConfigError, Problems, build, read_toml
 from agent.ota.recipe import FlashStep, check_steps, default_flash, default_restore
 from agent.ota.uptane.settings import UptaneConfig
+
+
+def _conditions(names: list[str]) -> str | None:
+    from agent.ota.preconditions import CONDITIONS  # it reads OtaConfig: imported late
+
+    unknown = [n for n in names if n not in CONDITIONS]
+    if not unknown:
+        return None
+    return f"unknown condition(s) {', '.join(map(repr, unknown))}, known: " \
+        + ", ".join(CONDITIONS)
+
+
+@dataclass
+class HmiConfig:
+    """``[ota.extra.hmi]``: the HMI adapter on (local) MQTT, see docs/ota.md."""
+
+    enabled: bool = True
+    host: str = ""                 # "" = same broker as [uplink]
+    port: int = field(default=0, metadata={"range": (0, 65535)})  # 0 = [uplink] port
+    tls: bool = True
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    client_id: str = ""            # default "<VIN>-hmi"
+
+
+@dataclass
+class CampaignSettings:
+    """``[ota.extra]``: how a campaign talks to the user and what it may leave unknown."""
+
+    consent_timeout_s: float = field(default=3600.0, metadata={"above": 0})
+    not_required: list[str] = field(default_factory=list, metadata={"check": _conditions})
+    progress_step_percent: int = field(default=25, metadata={
+        "range": (1, 100), "message": "must be 1..100"})
+    # how often the bench CLI's consent rows are looked for
+    consent_poll_s: float = field(default=0.2, metadata={"above": 0})
+    inventory_at_start: bool = True
+    hmi: HmiConfig = field(default_factory=HmiConfig)
 
 
 @dataclass
@@ -29,7 +66,7 @@ class OtaConfig:
     min_lv_voltage: float = 12.0
     min_soc_percent: float = 30.0
     require_cda_off: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: CampaignSettings = field(default_factory=CampaignSettings)
     uptane: UptaneConfig = field(default_factory=UptaneConfig)
 
 

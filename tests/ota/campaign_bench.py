@@ -9,6 +9,7 @@ the real agent process CAN frames instead (``hil.demo_ota.ParkedVehicle``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import uuid
@@ -22,7 +23,7 @@ import can
 from agent.config import AgentConfig, load
 from agent.journal.statedb import StateDB
 from agent.ota.campaign import CampaignManager
-from agent.ota.settings import EcuConfig
+from agent.ota.settings import EcuConfig, HmiConfig
 from hil.backend.campaign import BenchOta, ecu_image
 from hil.demo_ota import PARKED
 from hil.ecu_sim import VirtualEcu, VirtualEcuConfig
@@ -257,11 +258,10 @@ class Bench:
     sniffed: list[can.Message] = field(default_factory=list)
 
     def start_manager(self, **settings: Any) -> CampaignManager:
-        from agent.ota.options import campaign_settings
-
-        extra = {"hmi": {"enabled": False}, **self.cfg.ota.extra, **settings}
+        extra = dataclasses.replace(self.cfg.ota.extra, hmi=HmiConfig(enabled=False),
+                                    **settings)
         manager = CampaignManager.from_config(self.cfg, self.records, self.vehicle.get,
-                                              settings=campaign_settings(extra))
+                                              settings=extra)
         self.manager = manager.start()
         return manager
 

@@ -28,7 +28,7 @@ from agent.ota.consent import (
     RejectLimiter,
     parse_decision,
 )
-from agent.ota.options import HmiConfig
+from agent.ota.settings import HmiConfig
 from hil.backend.campaign import campaign_args, consent_args
 
 ROOT = Path(__file__).resolve().parents[2]
