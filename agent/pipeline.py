@@ -54,15 +54,20 @@ class Pipeline:
         self.timebase = timebase
         self.decoders = [FrameDecoder(setup) for setup in cfg.buses]
         ranks: dict[str, int] = {}
+        cycles: dict[str, float | None] = {}    # the slowest DBC cycle time of each signal
         for setup in cfg.buses:
             for plan in setup.plans.values():
                 for b in plan.bindings:
                     ranks[b.canonical] = max(ranks.get(b.canonical, 0), b.rank + 1)
+                    old = cycles.get(b.canonical, 0.0)
+                    cycles[b.canonical] = (None if old is None or plan.cycle_s is None
+                                           else max(old, plan.cycle_s))
         self.history = SignalHistory(cfg.history.seconds, cfg.history.max_samples_per_signal)
         self.state = VehicleState(ranks, self.history, on_freshness=self._on_freshness)
         self.ctx = MonitorContext(
             state=self.state, limits=cfg.limits, vehicle=cfg.vehicle, emit=sink.record,
             persist=sink.persist, load=sink.load, utc=timebase.utc, extras=extras or {})
+        self.ctx.extras.setdefault("signal_cycle_s", cycles)     # EDR time zero (crash.py)
         self.monitors: list[Monitor] = []
         self.off: dict[str, list[str]] = {}
         for cls in monitor_classes:

@@ -82,6 +82,11 @@ CATALOGUE: dict[str, SignalSpec] = {
         _s("Vehicle.LowVoltageSystemState", ENUM, "", "Ignition / power mode (terminal "
            "states).", {"OFF": "off (terminal 30 only)", "ACC": "accessories (terminal R)",
                         "ON": "ignition on (terminal 15)", "START": "cranking (terminal 50)"}),
+        _s("Vehicle.IgnitionCycle", INT, "", "Ignition (power-on) cycle counter as the "
+           "body controller or gateway counts it: any change starts a new ignition cycle, "
+           "the period the instructions confirmation holds for. Where it is unmapped, "
+           "Vehicle.LowVoltageSystemState entering ON or START from OFF or ACC starts "
+           "one."),
         _s("Vehicle.LowVoltageBattery.CurrentVoltage", FLOAT, "V",
            "12 V (or 24 V) battery voltage; an OTA precondition."),
         _s("Vehicle.Powertrain.TractionBattery.StateOfCharge.Displayed", FLOAT, "%",
@@ -121,6 +126,14 @@ CATALOGUE: dict[str, SignalSpec] = {
                             "ignored warnings, an MRM for an unresponsive driver) or a "
                             "precondition not met; entering it gives cda.lockout",
            }),
+        _s("Vehicle.ADAS.CDA.IsInstructionsConfirmed", BOOL, "", "The driver confirmed the "
+           "system's use instructions (training) in this ignition cycle, as the HMI shows "
+           "it; the HMI sets it false at every power-on. Activating CDA without it is "
+           "misuse (draft GB 组合驾驶辅助系统安全要求: confirmation at every ignition); a "
+           "true carried over from the previous cycle without a reset does not count."),
+        _s("Vehicle.ADAS.CDA.IsActivationRequested", BOOL, "", "The driver operates the "
+           "activation control (lever or button) to switch CDA on: an activation attempt, "
+           "whether the system accepts it or not."),
         _s("Vehicle.ADAS.CDA.Function", ENUM, "", "Which assistance function is engaged.",
            {"NONE": "none engaged", "ACC": "adaptive cruise control (longitudinal only)",
             "LKA": "lane keeping assist (lateral only)",
@@ -155,11 +168,23 @@ CATALOGUE: dict[str, SignalSpec] = {
            {"WITHIN": "inside the ODD",
             "APPROACHING_LIMIT": "an ODD limit is near (e.g. end of a mapped motorway)",
             "EXCEEDED": "outside the ODD; a session ending now is an odd_exit"}),
+        _s("Vehicle.ADAS.CDA.SystemInitiatedManoeuvre", ENUM, "", "A manoeuvre the system "
+           "starts on its own while in use (UN R171 system-initiated manoeuvres), counted "
+           "per period.",
+           {"NONE": "none running",
+            "LANE_CHANGE": "a lane change the system decided (overtaking, lane ending, "
+                           "route)",
+            "RAMP": "entering or leaving a motorway ramp or interchange on the route",
+            "OTHER": "another system-initiated manoeuvre (e.g. yielding to an emergency "
+                     "vehicle)"}),
         _s("Vehicle.ADAS.CDA.FaultCode", INT, "", "The system's fault code; any value but "
            "0 is a fault (a session ending with one is a system_failure).",
            {"0": "no fault"}),
         _s("Vehicle.ADAS.AEB.IsEngaged", BOOL, "",
            "Automatic emergency braking is braking (gives safety.aeb)."),
+        _s("Vehicle.ADAS.AEB.IsAvailable", BOOL, "", "Automatic emergency braking is "
+           "switched on and able to brake (not off, degraded or faulted). It must not "
+           "become unavailable while CDA is in use (limit aeb_must_stay_available)."),
         _s("Vehicle.ADAS.ELK.IsEngaged", BOOL, "",
            "Emergency lane keeping is steering (gives safety.elk)."),
         _s("Vehicle.ADAS.FCW.IsWarning", BOOL, "",

@@ -70,6 +70,8 @@ def test_a_crossing_found_after_the_window_closes_joins_the_crash(tmp_path: Path
 def test_one_crash_computation_per_pipeline(tmp_path: Path) -> None:
     from agent.monitors.accident import AccidentMonitor
     from agent.monitors.crash import CrashMonitor
+    from agent.monitors.instructions import InstructionsMonitor
+    from agent.monitors.safety import AebAvailabilityMonitor
     from agent.monitors.stats import PeriodStatsMonitor
 
     cfg = agent_config.load(ROOT / "config" / "bench.toml")
@@ -83,4 +85,5 @@ def test_one_crash_computation_per_pipeline(tmp_path: Path) -> None:
     assert pipeline.monitors.index(crash[0]) < pipeline.monitors.index(accident)
     # stats alone still gets its crashes
     alone = Pipeline(cfg, RecordingSink(), TimeBase("trace"), [PeriodStatsMonitor])
-    assert [type(m) for m in alone.monitors] == [CrashMonitor, PeriodStatsMonitor]
+    assert [type(m) for m in alone.monitors] == [CrashMonitor, InstructionsMonitor,
+                                                 AebAvailabilityMonitor, PeriodStatsMonitor]

@@ -33,6 +33,7 @@ BASE: dict[str, Any] = {
     "Vehicle.Driver.IsHandsOnWheel": True, "Vehicle.Driver.IsEyesOnRoad": True,
     "Vehicle.Chassis.Brake.IsPressed": False, "Vehicle.Acceleration.Longitudinal": 0.0,
     "Vehicle.Body.Lights.Hazard.IsSignaling": False,
+    "Vehicle.ADAS.CDA.IsInstructionsConfirmed": True,
 }
 
 

@@ -7,9 +7,10 @@ from agent.monitors.base import Monitor, MonitorContext
 from agent.monitors.cda import CdaSessionMonitor
 from agent.monitors.disengagement import EyesOffMonitor, HandsOffMonitor
 from agent.monitors.freshness import FreshnessMonitor
+from agent.monitors.instructions import InstructionsMonitor
 from agent.monitors.lockout import LockoutMonitor
 from agent.monitors.mrm import MrmMonitor
-from agent.monitors.safety import AebMonitor, ElkMonitor, FcwMonitor
+from agent.monitors.safety import AebAvailabilityMonitor, AebMonitor, ElkMonitor, FcwMonitor
 from agent.monitors.stats import PeriodStatsMonitor
 
 ALL: list[type[Monitor]] = [
@@ -22,6 +23,8 @@ ALL: list[type[Monitor]] = [
     AebMonitor,
     ElkMonitor,
     FcwMonitor,
+    AebAvailabilityMonitor,
+    InstructionsMonitor,
     AccidentMonitor,
     PeriodStatsMonitor,
 ]

@@ -7,6 +7,11 @@ says once at start which it lacks.
 The 30 s before the first trigger are copied out of the history at once and persisted with
 the ``accident.trigger`` record, so a power cut in the crash still leaves a
 (``complete: false``) record with the pre-crash data after the restart.
+
+``edr`` (GB 39732, computed by ``crash.py``): whether an EDR would have triggered and
+locked, with time zero; on ``accident.trigger`` as known then (``final`` false), on
+``accident.record`` over the whole window. ``edr.locked`` true is what the journal keeps
+forever (docs/journal.md: locked accident data is never pruned).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from agent.monitors.crash import (
     TRIGGER_ORDER,
     Crash,
     CrashMonitor,
+    Edr,
     Trigger,
     peak_delta_v_kmh,
 )
@@ -188,6 +194,7 @@ class AccidentMonitor(Monitor):
             "location": self._location(t),
             "report_deadline": iso_ms(deadline),
             "ts_trigger": iso_ms(self.ctx.utc(t)),
+            "edr": self._edr(acc.crash.edr, t),
         }
         first_announcement = not acc.announced
         if first_announcement:
@@ -208,7 +215,33 @@ class AccidentMonitor(Monitor):
         skel = acc.skeleton
         skel["triggers"] = self._trigger_list(acc)
         skel["report_deadline"] = iso_ms(self._deadline(acc))
+        skel["edr"] = self._edr(acc.crash.edr, acc.first)
         self.ctx.persist(OPEN_KEY, skel)
+
+    def _edr(self, edr: Edr | None, first: float) -> dict[str, Any] | None:
+        """The EDR marks as records carry them: times as UTC and relative to the trigger."""
+        if edr is None:
+            return None
+        lim = self.limits
+        tz = edr.time_zero
+        return {
+            "triggered": edr.triggered,
+            "locked": edr.locked,
+            "trigger_reasons": edr.trigger_reasons,
+            "lock_reasons": edr.lock_reasons,
+            "delta_v_x_kmh": edr.delta_v_x_kmh,
+            "delta_v_y_kmh": edr.delta_v_y_kmh,
+            "time_zero": None if tz is None else iso_ms(self.ctx.utc(tz)),
+            "time_zero_s": None if tz is None else round(tz - first, 3),
+            "time_zero_basis": edr.time_zero_basis,
+            "acceleration_cycle_s": edr.acceleration_cycle_s,
+            "final": edr.final,
+            "limits": {"trigger_delta_v_kmh": lim.edr_trigger_delta_v_kmh,
+                       "lock_delta_v_kmh": lim.edr_lock_delta_v_kmh,
+                       "window_s": lim.edr_window_s,
+                       "time_zero_delta_v_kmh": lim.edr_time_zero_delta_v_kmh,
+                       "time_zero_window_s": lim.edr_time_zero_window_s},
+        }
 
     # -- values at the trigger -------------------------------------------------------------
     def _at(self, name: str, t: float) -> Any:
@@ -329,6 +362,7 @@ class AccidentMonitor(Monitor):
         data = dict(acc.skeleton)
         data["complete"] = complete
         data["triggers"] = self._trigger_list(acc)
+        data["edr"] = self._edr(acc.crash.edr, acc.first)
         data["report_deadline"] = iso_ms(self._deadline(acc))
         end = min(t, acc.first + self.crash.max_span_s)
         before_s = self.limits.accident_before_s

@@ -90,6 +90,22 @@ class Monitor:
 M = TypeVar("M", bound=Monitor)
 
 
+class CountedMonitor(Monitor):
+    """A monitor whose findings the period statistics count: the statistics ``use`` it and
+    register with ``on_count``, so a count and its record come from one decision."""
+
+    def __init__(self, ctx: MonitorContext):
+        super().__init__(ctx)
+        self._counters: list[Callable[[str, float], None]] = []
+
+    def on_count(self, fn: Callable[[str, float], None]) -> None:
+        self._counters.append(fn)
+
+    def count(self, key: str, t: float) -> None:
+        for fn in self._counters:
+            fn(key, t)
+
+
 def finite(value: float, digits: int = 3) -> float | None:
     """Round for records; NaN/inf (a sensor glitch) become None rather than a bad record."""
     if value is None or not math.isfinite(value):

@@ -18,10 +18,24 @@ joins the crash even when it is found a tick later.
 
 Listeners (``CrashListener``) hear of a crash when its triggers are announced (the triggers
 of one frame together, at the frame's end) and when its post-window closes.
+
+EDR marks (GB 39732-2020, ``Edr``): whether an event data recorder would have triggered on
+this crash (Δv >= ``limits.edr_trigger_delta_v_kmh`` within ``limits.edr_window_s``,
+longitudinal or lateral, or an irreversible restraint deployed) and **locked** it (airbag or
+belt pretensioner deployed, or longitudinal Δv >= ``limits.edr_lock_delta_v_kmh`` within
+the window), with time zero: the first instant at which the longitudinal Δv over the
+``limits.edr_time_zero_window_s`` before it reaches ``limits.edr_time_zero_delta_v_kmh``
+("the first point where 0.8 km/h of cumulative Δv is reached within 20 ms"). Δv is
+the signed integral of the acceleration (the EDR's velocity change), not the |a| of the
+delta-V accident trigger. Time zero needs the acceleration at least every 20 ms (the
+message's cycle time, ``extras["signal_cycle_s"]``); else it is null and ``time_zero_basis``
+says why. Computed on the crash when it is announced (``final`` false: what is known so
+far) and again when its window closes, from ``EDR_LOOKBACK_S`` before the first trigger.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections import deque
@@ -37,6 +51,7 @@ log = logging.getLogger(__name__)
 STATE = "Vehicle.ADAS.CDA.State"
 FUNCTION = "Vehicle.ADAS.CDA.Function"
 ACCEL = "Vehicle.Acceleration.Longitudinal"
+ACCEL_LAT = "Vehicle.Acceleration.Lateral"
 IN_USE = frozenset({"ACTIVE", "OVERRIDE", "MRM"})
 
 # Flag triggers, most severe first (the order names the trigger of a same-instant group).
@@ -48,6 +63,10 @@ FLAG_TRIGGERS = {
 }
 DELTA_V = "delta_v"
 TRIGGER_ORDER = (*FLAG_TRIGGERS.values(), DELTA_V)
+IRREVERSIBLE = frozenset({"airbag", "restraint"})   # GB 39732: a deployment locks the event
+EDR_LOOKBACK_S = 1.0
+"""The EDR marks look at the acceleration from this long before the first trigger: a
+delta-V trigger is dated at the end of its window, a deployment some ms after time zero."""
 
 
 @dataclass
@@ -147,6 +166,140 @@ def peak_delta_v_kmh(samples: list[list[Any]], window_s: float, end: float) -> f
         dv.add(a, t)
     dv.advance(end)
     return dv.peak * 3.6
+
+
+class SignedDeltaV:
+    """Velocity change over sliding windows: the signed integral of a held acceleration.
+
+    The value holds until it changes, so the running integral C is piecewise linear and
+    F(s) = C(s) - C(s - w) is linear between the sample times and those times + w: its
+    extremes and first crossings are found exactly at those points."""
+
+    def __init__(self, samples: list[tuple[float, Any]]):
+        self.ts: list[float] = []
+        self.vals: list[float] = []
+        self.cum: list[float] = [0.0]
+        for t, a in samples:
+            v = float(a) if isinstance(a, (int, float)) and not isinstance(a, bool) \
+                and math.isfinite(a) else 0.0            # unknown counts as 0, as DeltaV
+            if self.ts:
+                self.cum.append(self.cum[-1] + self.vals[-1] * (t - self.ts[-1]))
+            self.ts.append(float(t))
+            self.vals.append(v)
+
+    def integral(self, s: float) -> float:
+        i = bisect.bisect_right(self.ts, s) - 1
+        if i < 0:
+            return 0.0
+        return self.cum[i] + self.vals[i] * (s - self.ts[i])
+
+    def window(self, s: float, w: float) -> float:
+        return self.integral(s) - self.integral(s - w)
+
+    def _points(self, w: float, start: float, end: float) -> list[float]:
+        pts = {start, end}
+        pts.update(p for t in self.ts for p in (t, t + w) if start < p < end)
+        return sorted(pts)
+
+    def peak(self, w: float, start: float, end: float) -> float:
+        """Largest |Δv| (m/s) over windows of ``w`` ending in [start, end]."""
+        if not self.ts or end < start:
+            return 0.0
+        return max(abs(self.window(s, w)) for s in self._points(w, start, end))
+
+    def first_reach(self, threshold: float, w: float, start: float, end: float
+                    ) -> float | None:
+        """The first end s in [start, end] of a window of ``w`` with |Δv| >= threshold."""
+        if not self.ts or end < start:
+            return None
+        prev_s: float | None = None
+        prev_f = 0.0
+        for s in self._points(w, start, end):
+            f = self.window(s, w)
+            if abs(f) >= threshold:
+                if prev_s is None or abs(prev_f) >= threshold:
+                    return s
+                target = threshold if f > 0 else -threshold
+                return prev_s + (target - prev_f) / (f - prev_f) * (s - prev_s)
+            prev_s, prev_f = s, f
+        return None
+
+
+@dataclass
+class Edr:
+    """What an event data recorder (GB 39732) would have made of a crash; times are data
+    time. None where the signals cannot tell (no acceleration and no deployment)."""
+
+    triggered: bool | None
+    locked: bool | None
+    trigger_reasons: list[str]
+    lock_reasons: list[str]
+    delta_v_x_kmh: float | None
+    delta_v_y_kmh: float | None
+    time_zero: float | None
+    time_zero_basis: str
+    acceleration_cycle_s: float | None
+    final: bool
+
+
+def edr_marks(state: VehicleState, limits: LimitsConfig, crash: Crash, end: float,
+              cycles: dict[str, Any], *, final: bool) -> Edr:
+    """The EDR trigger, lock and time zero of ``crash`` from its history up to ``end``."""
+    start = crash.first - EDR_LOOKBACK_S
+    w = limits.edr_window_s
+    deployed = [k for k in TRIGGER_ORDER if k in IRREVERSIBLE
+                and any(x.kind == k for x in crash.triggers)]
+    trig = limits.edr_trigger_delta_v_kmh / 3.6
+    lock = limits.edr_lock_delta_v_kmh / 3.6
+    triggers: list[str] = [f"{k}_deployed" for k in deployed]
+    locks: list[str] = [f"{k}_deployed" for k in deployed]
+    dv: dict[str, float | None] = {}
+    for name, key in ((ACCEL, "x"), (ACCEL_LAT, "y")):
+        if not state.mapped(name):
+            dv[key] = None
+            continue
+        series = SignedDeltaV(_held(state, name, start - w, end))
+        dv[key] = series.peak(w, start, end)
+    if dv["x"] is not None and dv["x"] >= trig or dv["y"] is not None and dv["y"] >= trig:
+        triggers.append("delta_v")
+    if dv["x"] is not None and dv["x"] >= lock:
+        locks.append("delta_v_x")
+    known = dv["x"] is not None or bool(deployed)
+    cycle = cycles.get(ACCEL)
+    cycle = float(cycle) if isinstance(cycle, (int, float)) and cycle > 0 else None
+    time_zero, basis = _time_zero(state, limits, start, end, cycle)
+    return Edr(
+        triggered=bool(triggers) if known or triggers else None,
+        locked=bool(locks) if dv["x"] is not None or locks else None,
+        trigger_reasons=triggers, lock_reasons=locks,
+        delta_v_x_kmh=None if dv["x"] is None else round(dv["x"] * 3.6, 2),
+        delta_v_y_kmh=None if dv["y"] is None else round(dv["y"] * 3.6, 2),
+        time_zero=time_zero, time_zero_basis=basis, acceleration_cycle_s=cycle, final=final)
+
+
+def _held(state: VehicleState, name: str, start: float, end: float) -> list[tuple[float, Any]]:
+    """The history of ``name`` in [start, end], the value in force at ``start`` first."""
+    samples = state.history.window(name, start, end)
+    return [(max(t, start), v) for t, v in samples]
+
+
+def _time_zero(state: VehicleState, limits: LimitsConfig, start: float, end: float,
+               cycle: float | None) -> tuple[float | None, str]:
+    w = limits.edr_time_zero_window_s
+    if not state.mapped(ACCEL):
+        return None, "longitudinal acceleration not mapped"
+    if cycle is None:
+        return None, "cycle time of the longitudinal acceleration unknown (no GenMsgCycleTime)"
+    if cycle > w + 1e-9:
+        return None, (f"longitudinal acceleration every {cycle * 1000:g} ms, coarser than "
+                      f"the {w * 1000:g} ms of the time-zero rule")
+    series = SignedDeltaV(_held(state, ACCEL, start - w, end))
+    reached = series.first_reach(limits.edr_time_zero_delta_v_kmh / 3.6, w, start, end)
+    if reached is None:
+        return None, (f"longitudinal delta-V never reached {limits.edr_time_zero_delta_v_kmh:g} "
+                      f"km/h within {w * 1000:g} ms")
+    return reached, (f"first instant the longitudinal delta-V over the {w * 1000:g} ms "
+                     f"before reached {limits.edr_time_zero_delta_v_kmh:g} km/h")
 
 
 class CrashTriggers:
@@ -269,6 +422,7 @@ class Crash:
     first: float
     triggers: list[Trigger] = field(default_factory=list)
     announced: bool = False          # listeners have heard of it
+    edr: Edr | None = None           # the EDR marks, as of the last announcement / the close
 
 
 class CrashListener(Protocol):
@@ -365,6 +519,7 @@ class CrashMonitor(Monitor):
             self.pending = []
             return
         fresh, self.pending = self.pending, []
+        crash.edr = self._edr(crash, now, final=False)
         for listener in self.listeners:
             listener.on_crash_triggers(crash, fresh, now)
         crash.announced = True
@@ -377,5 +532,11 @@ class CrashMonitor(Monitor):
         self.grouper.end()
         if crash is None:
             return
+        crash.edr = self._edr(crash, end, final=True)
         for listener in self.listeners:
             listener.on_crash_closed(crash, end, complete, now)
+
+    def _edr(self, crash: Crash, end: float, *, final: bool) -> Edr:
+        cycles = self.ctx.extras.get("signal_cycle_s")
+        return edr_marks(self.state, self.limits, crash, end,
+                         cycles if isinstance(cycles, dict) else {}, final=final)

@@ -8,15 +8,26 @@ two; the accident monitor keeps the onset in its signal history anyway. An engag
 that goes unknown (stale) ends there with ``ended`` = ``unknown``; one still running at
 the end of input is reported with ``duration_s`` null and ``ended`` = ``input_end``.
 One monitor per function, so a vehicle without ELK still reports AEB and FCW.
+
+AEB availability (draft GB 组合驾驶辅助系统安全要求: the system must not suppress AEB while
+active): ``AebAvailabilityMonitor`` gives ``selfcheck.violation`` (rule
+``aeb_must_stay_available``) when ``Vehicle.ADAS.AEB.IsAvailable`` goes from true to false
+while CDA is in use (ACTIVE, OVERRIDE, MRM), with the state, function and speed; once per
+drop (it must be available again before the next one counts). An unknown (stale) value is
+no drop. A failure that takes the CDA down first (State FAULT before AEB goes) is not
+judged: the CDA was no longer in use. The period statistics count each violation.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from agent.monitors.base import Monitor, finite
-from agent.monitors.cda import AEB, ELK, FCW, SPEED, STATE
+from agent.monitors.base import CountedMonitor, Monitor, finite
+from agent.monitors.cda import AEB, ELK, ENGAGED, FCW, FUNCTION, SPEED, STATE, _name
+from agent.monitors.selfcheck import AEB_RULE, violation
 from agent.timefmt import iso_ms
+
+AEB_AVAILABLE = _name("Vehicle.ADAS.AEB.IsAvailable")
 
 
 class InterventionMonitor(Monitor):
@@ -70,3 +81,24 @@ class FcwMonitor(InterventionMonitor):
     signal = FCW
     event = "safety.fcw"
     inputs = watches = (FCW,)
+
+
+class AebAvailabilityMonitor(CountedMonitor):
+    name = "aeb_availability"
+    inputs = (STATE,)
+    watches = (STATE, AEB_AVAILABLE)
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self._available: bool | None = None     # last known value
+
+    def on_signal(self, name: str, value: Any, t: float) -> None:
+        if name != AEB_AVAILABLE or value is None:
+            return
+        was, self._available = self._available, value is True
+        if was is True and value is False and self.value(STATE) in ENGAGED:
+            if not self.limits.aeb_must_stay_available:
+                return
+            violation(self, t, AEB_RULE, True, False, cda_state=self.value(STATE),
+                      function=self.value(FUNCTION), speed=finite(self.value(SPEED), 2))
+            self.count(f"selfcheck.{AEB_RULE}", t)

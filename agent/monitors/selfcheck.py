@@ -21,6 +21,10 @@ Rules and where they are checked:
   activated again (``lockout``).
 - ``lockout_min_s``: a misuse lockout cleared before the minimum duration (``lockout``).
 - ``mrm_requires_hazard_lights``: an MRM ran without hazard lights (``mrm``).
+- ``instructions_confirmation_required``: CDA became ACTIVE although the driver had not
+  confirmed the use instructions in this ignition cycle (``instructions``).
+- ``aeb_must_stay_available``: AEB became unavailable while CDA was in use
+  (``aeb_availability``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ TIMING_RULES = ("hands_off_to_request_s", "hands_request_to_escalated_s",
                 "eyes_escalated_to_take_control_s", "escalated_to_mrm_s")
 LOCKOUT_RULES = ("lockout_after_mrm", "lockout_after_escalations", "lockout_min_s")
 HAZARD_RULE = "mrm_requires_hazard_lights"
+INSTRUCTIONS_RULE = "instructions_confirmation_required"
+AEB_RULE = "aeb_must_stay_available"
 
 TIMING_TOLERANCE_S = 0.25
 """Slack on timing limits: the delay between two bus signals is only known to about one

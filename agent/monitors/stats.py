@@ -21,7 +21,16 @@ the agent was off is closed at the next start.
 The monitor counts the events itself from the same signals the other monitors read
 (monitors do not see each other's records), with their rules: exits by ``cda.decide_exit``,
 crashes as the one ``CrashMonitor`` of the pipeline announces them (the accident records
-come from the same crashes); see ``COUNTS`` for the keys.
+come from the same crashes), the EDR marks when a crash closes, misuse and the AEB and
+instructions self-checks as their monitors decide them (``CountedMonitor.on_count``); see
+``COUNTS`` for the keys.
+
+UN R171 categories (the report's second view, ``reports/period.py``) are counted here too,
+while CDA is in use: hands-on and eyes-on warnings (entering the level from another one),
+take-over alerts, system-initiated manoeuvres (where ``SystemInitiatedManoeuvre`` is
+mapped), MRMs begun while the driver was being warned (``mrm.WarningSequence``: the
+response to an unavailable driver) and boundary exceedances (OddStatus entering EXCEEDED).
+``not_signalled`` names the categories the mapping cannot count, so a 0 is never a guess.
 """
 
 from __future__ import annotations
@@ -34,8 +43,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.monitors.base import Monitor
-from agent.monitors.cda import EXIT_SETTLE_S, decide_exit, exit_cues
-from agent.monitors.crash import IN_USE, Crash, CrashMonitor, Trigger
+from agent.monitors.cda import (
+    ESCALATED,
+    EXIT_SETTLE_S,
+    EYES_LEVELS,
+    HANDS_LEVELS,
+    TAKE_CONTROL,
+    decide_exit,
+    exit_cues,
+)
+from agent.monitors.crash import ACCEL, IN_USE, Crash, CrashMonitor, Trigger
+from agent.monitors.instructions import CONFIRMED, InstructionsMonitor
+from agent.monitors.mrm import WarningSequence
+from agent.monitors.safety import AEB_AVAILABLE, AebAvailabilityMonitor
 from agent.timefmt import EARLIEST, LATEST, iso_ms, plausible
 
 log = logging.getLogger(__name__)
@@ -52,6 +72,11 @@ ODOMETER = "Vehicle.TraveledDistance"
 EXIT_CUES = (ODD, BRAKE, WARNING, FAULT_CODE)   # what explains an exit (cda.exit_cues)
 SAFETY = {"Vehicle.ADAS.AEB.IsEngaged": "safety.aeb", "Vehicle.ADAS.ELK.IsEngaged": "safety.elk",
           "Vehicle.ADAS.FCW.IsWarning": "safety.fcw"}
+MANOEUVRE = "Vehicle.ADAS.CDA.SystemInitiatedManoeuvre"
+# R171 / draft GB categories -> the signal without which they cannot be counted.
+SIGNALLED_BY = {"warnings": WARNING, "system_initiated_manoeuvres": MANOEUVRE,
+                "boundary_exceedances": ODD, "instructions_confirmation": CONFIRMED,
+                "aeb_availability": AEB_AVAILABLE, "edr_delta_v": ACCEL}
 
 OPEN_KEY = "stats.period.open"          # running quarter and year
 CLOSED_KEY = "stats.period.closed"      # the last closed periods, by period name
@@ -69,6 +94,18 @@ COUNTS = (
     "safety.aeb", "safety.elk", "safety.fcw",              # engagements (rising edges)
     "safety.aeb.cda_in_use", "safety.elk.cda_in_use", "safety.fcw.cda_in_use",
     "accident", "accident.cda_in_use",  # crashes (several triggers = one), in use <= 30 s
+    "accident.edr_triggered", "accident.edr_locked",   # GB 39732 marks, when the crash closes
+    # UN R171 categories, while in use:
+    "warning.hands_on", "warning.hands_on.escalated",  # hands-on requests, escalations
+    "warning.eyes_on", "warning.eyes_on.escalated",    # eyes-on-road warnings, escalations
+    "warning.take_control",                            # take-over alerts
+    "cda.manoeuvre", "cda.manoeuvre.<kind>",           # system-initiated: lane_change ramp other
+    "cda.mrm.driver_unresponsive",                     # driver-unavailability responses
+    "cda.boundary_exceeded",                           # OddStatus entered EXCEEDED
+    # draft GB 组合驾驶辅助系统安全要求 (from InstructionsMonitor / AebAvailabilityMonitor):
+    "ignition_cycles",                                 # ignition cycles begun
+    "misuse.unconfirmed_activation", "misuse.unconfirmed_activation_attempt",
+    "selfcheck.instructions_confirmation_required", "selfcheck.aeb_must_stay_available",
 )
 
 
@@ -139,7 +176,8 @@ class Totals:
             return None
         return t
 
-    def record(self, tz: str, *, odometer: bool, closed: str, as_of: float) -> dict[str, Any]:
+    def record(self, tz: str, *, odometer: bool, closed: str, as_of: float,
+               not_signalled: list[str] | None = None) -> dict[str, Any]:
         """``stats.period`` data: per-function figures and a total, rounded to the ms / m."""
         def rounded(values: dict[str, float], digits: int) -> dict[str, float]:
             out = {k: round(v, digits) for k, v in sorted(values.items())}
@@ -157,14 +195,15 @@ class Totals:
             "counts": dict(sorted(self.counts.items())),
             "closed": closed,
             "as_of": iso_ms(as_of),
+            "not_signalled": list(not_signalled or []),
         }
 
 
 class PeriodStatsMonitor(Monitor):
     name = "stats"
     inputs = (STATE,)
-    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, *SAFETY, *EXIT_CUES)
-    uses = (CrashMonitor,)
+    watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, MANOEUVRE, *SAFETY, *EXIT_CUES)
+    uses = (CrashMonitor, InstructionsMonitor, AebAvailabilityMonitor)
     tick_s = 0.5
 
     def __init__(self, ctx: Any):
@@ -173,6 +212,14 @@ class PeriodStatsMonitor(Monitor):
         self.tz = ZoneInfo(self.tz_name)
         self.crash = self.used(CrashMonitor)
         self.crash.listen(self)
+        for counted in (InstructionsMonitor, AebAvailabilityMonitor):
+            self.used(counted).on_count(self._count)
+        self.not_signalled = sorted(k for k, sig in SIGNALLED_BY.items()
+                                    if not ctx.state.mapped(sig))
+        self.level: Any = None                  # warning level, as last known
+        self.warnings = WarningSequence()
+        self.manoeuvre: Any = None
+        self.odd: Any = None
         self.quarter: Totals | None = None
         self.year: Totals | None = None
         self.has_odometer = ctx.state.mapped(ODOMETER)
@@ -216,6 +263,8 @@ class PeriodStatsMonitor(Monitor):
     # -- input -----------------------------------------------------------------------------
     def on_signal(self, name: str, value: Any, t: float) -> None:
         self._advance(t)
+        if name in (WARNING, MANOEUVRE, ODD):
+            self._r171(name, value, t)
         if name == STATE:
             self._on_state(value, t)
         elif name == FUNCTION:
@@ -269,6 +318,8 @@ class PeriodStatsMonitor(Monitor):
             if value == "MRM" and before != "MRM":
                 self.was_mrm = True
                 self._count("cda.mrm", t)
+                if self.warnings.driver_warned(t):
+                    self._count("cda.mrm.driver_unresponsive", t)
             self.last_engaged = value
             if self.seg_t is None:
                 self._begin(t)
@@ -378,7 +429,41 @@ class PeriodStatsMonitor(Monitor):
             self._count("accident.cda_in_use", now)
 
     def on_crash_closed(self, crash: Crash, end: float, complete: bool, now: float) -> None:
-        pass
+        """The EDR marks are final when the window closes: counted then."""
+        if crash.edr is not None and crash.edr.triggered:
+            self._count("accident.edr_triggered", now)
+        if crash.edr is not None and crash.edr.locked:
+            self._count("accident.edr_locked", now)
+
+    # -- R171 categories -------------------------------------------------------------------
+    def _r171(self, name: str, value: Any, t: float) -> None:
+        """Warnings, manoeuvres and boundary exceedances while in use (module docstring)."""
+        if value is None:
+            return                                  # unknown: no news, no edge
+        in_use = self.state_value in IN_USE
+        if name == WARNING:
+            before, self.level = self.level, value
+            self.warnings.update(value, t)
+            if not in_use or value == before:
+                return
+            for levels, key in ((HANDS_LEVELS, "warning.hands_on"),
+                                (EYES_LEVELS, "warning.eyes_on")):
+                if value in levels:
+                    if before not in levels:
+                        self._count(key, t)
+                    if value in ESCALATED and before not in ESCALATED:
+                        self._count(f"{key}.escalated", t)
+            if value == TAKE_CONTROL:
+                self._count("warning.take_control", t)
+        elif name == MANOEUVRE:
+            before, self.manoeuvre = self.manoeuvre, value
+            if in_use and value != "NONE" and value != before:
+                self._count("cda.manoeuvre", t)
+                self._count(f"cda.manoeuvre.{str(value).lower()}", t)
+        else:
+            before, self.odd = self.odd, value
+            if in_use and value == "EXCEEDED" and before != "EXCEEDED":
+                self._count("cda.boundary_exceeded", t)
 
     # -- periods and persistence -----------------------------------------------------------
     def _close(self, kind: str, t: float) -> None:
@@ -386,7 +471,8 @@ class PeriodStatsMonitor(Monitor):
         assert totals is not None
         u = self.ctx.utc(t)
         closed = "period_end" if u - totals.end < 60.0 else "late"
-        data = totals.record(self.tz_name, odometer=self.has_odometer, closed=closed, as_of=u)
+        data = totals.record(self.tz_name, odometer=self.has_odometer, closed=closed, as_of=u,
+                             not_signalled=self.not_signalled)
         self.emit("stats.period", data, t)
         history = dict(self.ctx.load(CLOSED_KEY, None) or {})
         history[totals.period] = data
@@ -409,5 +495,6 @@ class PeriodStatsMonitor(Monitor):
             "quarter": self.quarter.to_json(), "year": self.year.to_json(),
             "as_of": self.ctx.utc(t), "timezone": self.tz_name,
             "odometer_mapped": self.has_odometer,
+            "not_signalled": self.not_signalled,
             "active": self.seg_t is not None,
         })
