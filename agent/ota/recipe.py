@@ -44,7 +44,6 @@ RECORDS = ("", "memory", "crc32")
 # Fingerprint fields, concatenated: "tester" (tester id, ASCII), "tester:<n>" (padded with
 # spaces / cut to n bytes), "date:bcd4" (YYYYMMDD), "date:bcd3" (YYMMDD), "hex:<bytes>",
 # "ascii:<text>".
-FIELD_KINDS = ("tester", "date", "hex", "ascii")
 
 
 @dataclass

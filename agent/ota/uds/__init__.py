@@ -1,10 +1,12 @@
 """UDS flashing and ECU identification over ISO-TP (udsoncan client side).
 
-One module per concern, like udsoncan: ``connection`` (ISO-TP stack + client, per-step
-deadline), ``security`` (seed/key algorithms), ``versions`` (identification DIDs),
+One module per part of a flash (udsoncan has one per service; this package builds on
+it): ``connection`` (ISO-TP stack + client, per-step deadline, functional requests),
+``security`` (seed/key algorithms, entry points), ``versions`` (identification DIDs),
 ``image`` (image trailer), ``steps`` (budgets and retries), ``keepalive`` (TesterPresent),
 ``flash`` (``FlashSession`` runs the ECU's recipe, ``agent.ota.recipe``), ``errors``
-(typed failures), ``inventory`` (read versions), ``progress`` (progress bar and record throttle).
+(typed failures), ``inventory`` (read versions), ``progress`` (progress bar and record
+throttle).
 """
 
 from agent.ota.uds.errors import (

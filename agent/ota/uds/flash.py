@@ -514,8 +514,3 @@ def error_category(error: FlashError) -> str:
     if isinstance(error, ProtocolError):
         return "protocol"
     return "flash"
-
-
-def _check_routine_status(step: str, status: bytes) -> None:
-    if status[:1] not in (b"", b"\x00"):
-        raise RoutineFailed(step, status)

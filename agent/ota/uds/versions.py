@@ -14,17 +14,6 @@ from typing import Any
 import udsoncan
 from udsoncan import DidCodec
 
-DID_NAMES = {
-    0xF187: "spare_part_number",
-    0xF188: "ecu_software_number",
-    0xF189: "ecu_software_version",
-    0xF18C: "ecu_serial_number",
-    0xF190: "vin",
-    0xF191: "ecu_hardware_number",
-    0xF195: "supplier_software_version",
-    0xF198: "repair_shop_code",
-    0xF199: "programming_date",
-}
 FINGERPRINT_DID = 0xF198
 PROGRAMMING_DATE_DID = 0xF199
 
