@@ -8,8 +8,8 @@ this ignition cycle:
 ``kind``          ``activation`` (State entered ACTIVE) or ``activation_attempt`` (the
                   driver operated the activation control, ``IsActivationRequested``, and
                   the system did not become ACTIVE within ``ATTEMPT_SETTLE_S``)
-``confirmation``  ``not_confirmed`` (false), or ``carried_over``: true since before this
-                  cycle began and never reset, so it confirms an earlier cycle
+``confirmation``  ``not_confirmed`` (false), or ``carried_over``: true, but not reset to
+                  false since this cycle began, so it confirms an earlier cycle
 ``requested``     whether an activation request came with it (within
                   ``ATTEMPT_SETTLE_S`` before or ``SETTLE_S`` after; null: not mapped)
 ``ignition_cycle``, ``cycle_source``, ``cycle_start``: the cycle it happened in
@@ -24,11 +24,14 @@ moment judges nothing either; where ``IsInstructionsConfirmed`` is unmapped the 
 so once (``agent.monitor_degraded``) and records nothing.
 
 Ignition cycle: a change of ``Vehicle.IgnitionCycle`` where it is mapped, else
-``LowVoltageSystemState`` entering ON or START from OFF or ACC; the first cycle is the one
-the agent started in (``cycle_source`` ``agent_start``, ``cycle_start`` null: it began
-before). A confirmation counts when it became true after the cycle began (from false, or
-from unknown: the HMI was off). Nothing is persisted: after a restart the bus still shows
-the confirmation of the running cycle.
+``LowVoltageSystemState`` entering ON or START from OFF or ACC. The HMI resets the flag to
+false at every power-on, so in a cycle the agent saw begin, a confirmation counts only
+after a false was seen in it (a true that goes unknown and comes back is still the same
+true). The cycle the agent started in (``cycle_source`` ``agent_start``, ``cycle_start``
+null: it began before) takes a true at first sight: the reset may have come before the
+agent did. The counter and the confirmation are persisted (``ctx.persist``), so an agent
+that starts with every ignition still sees the counter change and judges the new cycle
+(``cycle_source`` ``counter``, ``cycle_start`` null); by power mode alone it cannot.
 
 The period statistics count every record (``misuse.*``, ``selfcheck.*``) and every new
 cycle (``ignition_cycles``) through ``on_count``.
@@ -50,6 +53,7 @@ POWER = _name("Vehicle.LowVoltageSystemState")
 POWER_ON = frozenset({"ON", "START"})
 POWER_OFF = frozenset({"OFF", "ACC"})
 
+KEY = "monitor.instructions"
 ATTEMPT_SETTLE_S = 1.0
 """After an activation request, how long the system has to become ACTIVE: within it the
 request and the activation are one case (kind ``activation``), after it a refused attempt."""
@@ -69,19 +73,36 @@ class InstructionsMonitor(CountedMonitor):
         self.cycle: Any = None                   # counter value of the running cycle
         self.cycle_start: float | None = None    # data time; None: before the agent started
         self.cycle_source = "agent_start"
-        self.confirmed_at: float | None = None   # a valid confirmation of this cycle, since
-        self.carried = False                     # true since before the cycle, never reset
-        self.last_confirmed: Any = None
+        self.seen_begin = False                  # the agent saw this cycle begin
+        self.reset_seen = False                  # a false seen in this cycle
+        self.valid = False                       # the true now confirms this cycle
+        self.last_confirmed: Any = None          # last known value
         self.power: Any = None
         self.engaged = False
         self.attempt: tuple[float, str | None] | None = None  # request edge, its verdict
         self.activation: tuple[float, str | None, bool] | None = None  # t, verdict, requested
+        self.saved: dict[str, Any] | None = None  # persisted by the last run, until used
 
     def start(self, t: float) -> None:
         if not self.enabled:
             self.emit("agent.monitor_degraded", {
                 "monitor": self.name, "missing": [CONFIRMED],
                 "unavailable": ["instructions_confirmation"], "available": []}, t)
+            return
+        saved = self.ctx.load(KEY, None)
+        if isinstance(saved, dict) and self.by_counter:
+            self.saved = saved
+
+    def stop(self, t: float) -> None:
+        if self.activation is not None:
+            self._decide_activation()
+        if self.enabled:
+            self._save()
+
+    def _save(self) -> None:
+        if self.by_counter and self.cycle is not None:
+            self.ctx.persist(KEY, {"cycle": self.cycle, "confirmed": self.last_confirmed,
+                                   "valid": self.valid, "reset_seen": self.reset_seen})
 
     # -- signals -------------------------------------------------------------------------
     def on_signal(self, name: str, value: Any, t: float) -> None:
@@ -89,20 +110,27 @@ class InstructionsMonitor(CountedMonitor):
             return
         if name == CYCLE:
             if value is not None:
-                if self.cycle is not None and value != self.cycle:
+                if self.cycle is None and self.saved is not None:
+                    self._restore(value, t)
+                elif self.cycle is not None and value != self.cycle:
                     self._new_cycle(t, "counter")
                 self.cycle = value
+                self._save()
         elif name == POWER:
             if (not self.by_counter and value in POWER_ON and self.power in POWER_OFF):
                 self._new_cycle(t, "power_mode")
             if value is not None:
                 self.power = value
         elif name == CONFIRMED:
-            if value is True and self.last_confirmed is not True:
-                self.confirmed_at, self.carried = t, False
-            elif value is False:
-                self.confirmed_at, self.carried = None, False
-            self.last_confirmed = value
+            if value is None:
+                return                      # unknown: the last known value stands
+            if value is False:
+                self.reset_seen, self.valid = True, False
+            elif self.last_confirmed is not True:
+                self.valid = self.reset_seen or not self.seen_begin
+            if value != self.last_confirmed:
+                self.last_confirmed = value
+                self._save()
         elif name == REQUEST:
             if value is True and self.activation is not None:
                 self.activation = (*self.activation[:2], True)
@@ -122,11 +150,25 @@ class InstructionsMonitor(CountedMonitor):
                 self._misuse("activation_attempt", confirmation, at, requested=True)
 
     # -- cycles and judgements -------------------------------------------------------------
-    def _new_cycle(self, t: float, source: str) -> None:
-        self.cycle_start, self.cycle_source = t, source
-        self.carried = self.last_confirmed is True
-        self.confirmed_at = None
+    def _new_cycle(self, t: float, source: str, *, begun: bool = True) -> None:
+        """A new cycle seen at ``t``; ``begun`` false: it began while the agent was off."""
+        self.cycle_start, self.cycle_source = (t if begun else None), source
+        self.seen_begin, self.reset_seen, self.valid = True, False, False
         self.count("ignition_cycles", t)
+
+    def _restore(self, value: Any, t: float) -> None:
+        """First counter value after a start: the same cycle as before (its confirmation
+        state) or a new one that began while the agent was off."""
+        saved, self.saved = self.saved or {}, None
+        if saved.get("cycle") == value:
+            self.valid = bool(saved.get("valid"))
+            self.reset_seen = bool(saved.get("reset_seen"))
+            self.seen_begin = True
+            self.cycle_source = "counter"
+        else:
+            self._new_cycle(t, "counter", begun=False)
+        if saved.get("confirmed") in (True, False) and self.last_confirmed is None:
+            self.last_confirmed = saved["confirmed"]
 
     def _unconfirmed(self) -> str | None:
         """Why the driver is not confirmed now: ``not_confirmed`` / ``carried_over``; None
@@ -134,13 +176,9 @@ class InstructionsMonitor(CountedMonitor):
         value = self.value(CONFIRMED)
         if value is False:
             return "not_confirmed"
-        if value is True and self.carried and self.confirmed_at is None:
+        if value is True and not self.valid:
             return "carried_over"
         return None
-
-    def stop(self, t: float) -> None:
-        if self.activation is not None:
-            self._decide_activation()
 
     def _activated(self, t: float) -> None:
         if self.activation is not None:
