@@ -87,7 +87,11 @@ def test_cn_l2_counts_misuse_per_ignition_cycle(tmp_path: Path, key: Path) -> No
 
 def test_categories_a_vehicle_does_not_signal_are_not_zero(tmp_path: Path, key: Path) -> None:
     # MG: no manoeuvre, ODD, confirmation, AEB availability or acceleration signal.
-    rep, text, _ = report(tmp_path, key, "mg_acc_exits.toml", "2026Q3")
+    rep, text, records = report(tmp_path, key, "mg_acc_exits.toml", "2026Q3")
+    degraded = {r["data"]["monitor"]: r["data"]["missing"] for r in records
+                if r["type"] == "agent.monitor_degraded"}
+    assert degraded["instructions"] == ["Vehicle.ADAS.CDA.IsInstructionsConfirmed"]
+    assert degraded["aeb_availability"] == ["Vehicle.ADAS.AEB.IsAvailable"]
     assert set(rep["not_signalled"]) == {"system_initiated_manoeuvres", "boundary_exceedances",
                                          "instructions_confirmation", "aeb_availability",
                                          "edr_delta_v"}

@@ -14,7 +14,8 @@ active): ``AebAvailabilityMonitor`` gives ``selfcheck.violation`` (rule
 ``aeb_must_stay_available``) when ``Vehicle.ADAS.AEB.IsAvailable`` goes from true to false
 while CDA is in use (ACTIVE, OVERRIDE, MRM), with the state, function and speed; once per
 drop (it must be available again before the next one counts). An unknown (stale) value is
-no drop. A failure that takes the CDA down first (State FAULT before AEB goes) is not
+no drop; where the signal is unmapped the monitor says so once (``agent.monitor_degraded``)
+and judges nothing. A failure that takes the CDA down first (State FAULT before AEB goes) is not
 judged: the CDA was no longer in use. The period statistics count each violation.
 """
 
@@ -91,6 +92,12 @@ class AebAvailabilityMonitor(CountedMonitor):
     def __init__(self, ctx: Any):
         super().__init__(ctx)
         self._available: bool | None = None     # last known value
+
+    def start(self, t: float) -> None:
+        if not self.state.mapped(AEB_AVAILABLE):
+            self.emit("agent.monitor_degraded", {
+                "monitor": self.name, "missing": [AEB_AVAILABLE],
+                "unavailable": ["aeb_availability"], "available": []}, t)
 
     def on_signal(self, name: str, value: Any, t: float) -> None:
         if name != AEB_AVAILABLE or value is None:
