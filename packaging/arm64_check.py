@@ -55,9 +55,9 @@ class Side:
         return [*self.prefix, str(self.venv / "bin" / "python")]
 
     def run(self, step: str, args: list[str], *, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+            cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         t0 = time.monotonic()
-        r = subprocess.run(args, cwd=ROOT, capture_output=True, env=env)
+        r = subprocess.run(args, cwd=cwd, capture_output=True, env=env)
         self.times[step] = self.times.get(step, 0.0) + time.monotonic() - t0
         if check and r.returncode != 0:
             raise CheckError(f"{self.name}: {step}: exit {r.returncode}\n"
@@ -86,6 +86,21 @@ def install(side: Side, bundle: Path, bench: Path, python: str, env_exec: str) -
     env = {**os.environ, "ICV_EXEC": env_exec}
     side.run("install", ["sh", str(bundle / "install.sh"), "--prefix", str(side.venv.parent),
                          "--python", python, "--bench", str(bench), "--no-system"], env=env)
+
+
+def test_tree(dest: Path) -> Path:
+    """The test files with the data they read, but not the agent's source: the tests
+    import the agent from the installed bundle (a directory without __init__.py, such as
+    agent/records/ for the schema, never shadows the installed package)."""
+    for rel in ["tests", "config", "dbc", "agent/records/schema.json", "pyproject.toml"]:
+        src, dst = ROOT / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "vcan",
+                                                                    "ota"))
+        else:
+            shutil.copy2(src, dst)
+    return dest
 
 
 def tests_python(side: Side, rootfs: Path | None) -> list[str]:
@@ -191,16 +206,18 @@ def check(args: argparse.Namespace) -> int:
 
     test_summary = {}
     if not args.skip_tests:
+        tree = test_tree(work / "tests")
         for side, rfs in ((native, None), (emu, rootfs)):
-            env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-            r = side.run("pytest", [*tests_python(side, rfs), "-m", "pytest", "-q",
-                                    "-p", "no:cacheprovider", *TEST_FILES],
-                         env=env, check=False)
-            tail = r.stdout.decode(errors="replace").strip().splitlines()[-1:]
-            test_summary[side.name] = tail[0] if tail else ""
+            r = side.run("pytest", [*tests_python(side, rfs), "-m", "pytest",
+                                    "-p", "no:cacheprovider", "--durations=8", *TEST_FILES],
+                         cwd=tree, check=False)
+            text = r.stdout.decode(errors="replace")
+            (out / f"{side.name}-pytest.out").write_text(text)
+            tail = [ln for ln in text.strip().splitlines() if " in " in ln][-1:]
+            test_summary[side.name] = tail[0].strip("= ") if tail else f"exit {r.returncode}"
             print(f"pytest {side.name}: {test_summary[side.name]}")
             if r.returncode != 0:
-                print(r.stdout.decode(errors="replace")[-6000:], file=sys.stderr)
+                print(text[-6000:], file=sys.stderr)
                 results.append((f"pytest {side.name}", False, test_summary[side.name]))
 
     print(f"\n{'step':<28} {'x86_64 s':>9} {'aarch64 s':>10} {'ratio':>6}  same output")
