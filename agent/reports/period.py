@@ -200,8 +200,10 @@ def period_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _shown(value: int | None) -> str:
-    return "n/a" if value is None else str(value)
+def _row(label: str, value: int | float | None) -> str:
+    shown = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float)
+                                         else str(value))
+    return f"  {label:<48}{shown:>10}"
 
 
 def _r171_lines(report: dict[str, Any]) -> list[str]:
@@ -210,17 +212,19 @@ def _r171_lines(report: dict[str, Any]) -> list[str]:
     if not isinstance(r171, dict):
         return []
     lines = ["", "UN R171 (DCAS) monitoring view — the same counters",
-             f"  fleet size                                {r171['fleet_size']:>10}",
-             f"  hours of operation                        {r171['operation_hours']:>10.3f}",
-             f"  km of operation                           {r171['operation_km']:>10.3f}"]
+             _row("fleet size", r171["fleet_size"]),
+             _row("hours of operation", float(r171["operation_hours"])),
+             _row("km of operation", float(r171["operation_km"]))]
+    by_kind = r171.get("system_initiated_manoeuvres_by_kind") or {}
     for key, label, _count, _needs in R171:
-        lines.append(f"  {label:<42}{_shown(r171.get(key)):>10}")
-    lines.append(f"  {'deactivations':<42}{r171['deactivations']:>10}")
-    for reason, value in r171["deactivations_by_reason"].items():
-        lines.append(f"    {reason:<40}{value:>10}")
+        lines.append(_row(label, r171.get(key)))
+        if key == "system_initiated_manoeuvres":
+            lines += [_row(f"  {kind}", value) for kind, value in by_kind.items()]
+    lines.append(_row("deactivations", r171["deactivations"]))
+    lines += [_row(f"  {reason}", value)
+              for reason, value in r171["deactivations_by_reason"].items()]
     lines += ["", "draft GB 组合驾驶辅助系统安全要求 / GB 39732"]
-    for key, label, _count, _needs in CN_L2:
-        lines.append(f"  {label:<48}{_shown(report['cn_l2'].get(key)):>6}")
+    lines += [_row(label, report["cn_l2"].get(key)) for key, label, _count, _needs in CN_L2]
     if report.get("not_signalled"):
         lines.append("  n/a = not signalled by this vehicle: " + ", ".join(report["not_signalled"]))
     return lines
