@@ -103,6 +103,38 @@ def test_tree(dest: Path) -> Path:
     return dest
 
 
+def refusals(work: Path, bundles: Path, pubkey: Path, host_py: str
+             ) -> list[tuple[str, bool, str]]:
+    """What a gateway must refuse: a tarball changed after signing, a bundle whose files
+    do not match SHA256SUMS, and a bundle for another CPU. Each must fail, saying why."""
+    found: list[tuple[str, bool, str]] = []
+    tarball = next(t for t in sorted(bundles.glob("icv-agent-*-aarch64-cp311.tar.gz")))
+    bad_tar = work / "tampered" / tarball.name
+    bad_tar.parent.mkdir()
+    blob = bytearray(tarball.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    bad_tar.write_bytes(bytes(blob))
+    shutil.copy(tarball.with_name(tarball.name + ".sig"), bad_tar.parent)
+    try:
+        unpack(bad_tar, bad_tar.parent, pubkey)
+        found.append(("refuse: tarball changed after signing", False, "unpacked"))
+    except CheckError:
+        found.append(("refuse: tarball changed after signing", True, ""))
+    tree = work / "aarch64" / tarball.name.removesuffix(".tar.gz")
+    copy = work / "tampered" / "bundle"
+    shutil.copytree(tree, copy)
+    wheel = next(copy.glob("wheels/cryptography-*.whl"))
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    for name, bundle, why in (("refuse: a wheel changed", copy, "bundle damaged"),
+                              ("refuse: bundle for another CPU", tree, "on aarch64")):
+        r = subprocess.run(["sh", str(bundle / "install.sh"), "--prefix",
+                            str(work / "tampered" / "opt"), "--python", host_py,
+                            "--no-system"], capture_output=True, text=True)
+        ok = r.returncode != 0 and why in r.stderr
+        found.append((name, ok, f"exit {r.returncode}: {r.stderr.strip()[-200:]}"))
+    return found
+
+
 def tests_python(side: Side, rootfs: Path | None) -> list[str]:
     """The python the test files run with. Emulated, ``sys.executable`` must be a host
     script that re-enters qemu, or the tests' own subprocesses could not start."""
@@ -163,6 +195,7 @@ def check(args: argparse.Namespace) -> int:
         install(side, b, bb, python, " ".join(prefix))
         sides[arch] = side
     native, emu = sides["x86_64"], sides["aarch64"]
+    results: list[tuple[str, bool, str]] = refusals(work, args.bundles, pubkey, host_py)
     r = emu.run("platform", [*emu.python(), "-c",
                              "import platform,sys; print(platform.machine(), sys.version)"])
     print(f"emulated: {r.stdout.decode().strip()}")
@@ -173,8 +206,6 @@ def check(args: argparse.Namespace) -> int:
     native.tool("keys", "icv-agent", "keys", "generate", "--out", str(key))
     pub = out / "device.pub.pem"
     pub.write_bytes(native.tool("keys", "icv-agent", "keys", "public", "--key", str(key)).stdout)
-
-    results: list[tuple[str, bool, str]] = []
 
     def same(step: str, args_: list[str], tool: str = "icv-agent",
              outputs: tuple[str, ...] = ()) -> None:
@@ -231,6 +262,9 @@ def check(args: argparse.Namespace) -> int:
     total = time.monotonic() - t_all
     print(f"rootfs {t_rootfs:.1f} s ({'cached' if cached else 'cold'}); "
           f"whole check {total:.1f} s on {platform.machine()}, {os.cpu_count()} cpu")
+    for step, ok, _ in results:
+        if step.startswith("refuse:"):
+            print(f"{step:<40} {'yes' if ok else 'NO'}")
     bad = [f"{s} ({d})" for s, ok, d in results if not ok]
     if args.report:
         args.report.write_text(json.dumps({
