@@ -80,6 +80,53 @@ def pip_download(reqs: list[str], dest: Path, arch: str, python: str,
     sh(cmd + reqs)
 
 
+def missing_for_target(dest: Path, arch: str, python: str, extras: set[str]) -> list[str]:
+    """Requirements the wheels in ``dest`` have on the target that pip left out.
+
+    pip download takes ``--python-version`` for wheel tags only and evaluates environment
+    markers against the Python running it: a 3.10 bundle built on 3.11 would lack
+    ``tomli``, one built on x86_64 would lack a ``platform_machine == 'aarch64'`` dependency.
+    So every wheel's Requires-Dist is evaluated again for the target."""
+    from email.parser import HeaderParser
+    from zipfile import ZipFile
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    env = {"python_version": python, "python_full_version": f"{python}.0",
+           "platform_machine": arch, "sys_platform": "linux", "platform_system": "Linux",
+           "os_name": "posix", "implementation_name": "cpython",
+           "platform_python_implementation": "CPython"}
+    have = {canonicalize_name(p.name.split("-")[0]) for p in dest.glob("*.whl")}
+    want: list[str] = []
+    for wheel in sorted(dest.glob("*.whl")):
+        with ZipFile(wheel) as zf:
+            meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+            headers = HeaderParser().parsestr(zf.read(meta).decode("utf-8"))
+        own = extras if canonicalize_name(headers["Name"]) == "icv-edge-agent" else set()
+        for text in headers.get_all("Requires-Dist") or []:
+            req = Requirement(text)
+            if req.marker is not None and not any(
+                    req.marker.evaluate({**env, "extra": e}) for e in own | {""}):
+                continue
+            if canonicalize_name(req.name) not in have:
+                req.marker = None
+                want.append(str(req))
+    return sorted(set(want))
+
+
+def pip_download_for_target(reqs: list[str], dest: Path, arch: str, python: str,
+                            find_links: list[Path] = (),  # type: ignore[assignment]
+                            extras: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    pip_download(reqs, dest, arch, python, find_links)
+    for _ in range(5):
+        more = missing_for_target(dest, arch, python, set(extras))
+        if not more:
+            return
+        pip_download(more, dest, arch, python, find_links)
+    raise BundleError(f"still missing for {arch}/{python}: {more}")
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -156,7 +203,7 @@ def build(arch: str, python: str, out: Path, key_path: Path) -> list[Path]:
         wheels = tree / "wheels"
         wheels.mkdir(parents=True)
         shutil.copy2(wheel, wheels)
-        pip_download([str(wheel), "pip"], wheels, arch, python)
+        pip_download_for_target([str(wheel), "pip"], wheels, arch, python)
         for dest, src in SHIPPED.items():
             target = tree / dest
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +222,7 @@ def build(arch: str, python: str, out: Path, key_path: Path) -> list[Path]:
         reqs = [r for extra in BENCH_EXTRAS for r in project["optional-dependencies"][extra]
                 if r.split(">")[0].split("=")[0].strip() not in BENCH_LEAVE_OUT]
         reqs = sorted(set(reqs))
-        pip_download(reqs, bench_wheels, arch, python, [wheels])
+        pip_download_for_target(reqs, bench_wheels, arch, python, [wheels])
         for p in bench_wheels.glob("*.whl"):   # already in the vehicle bundle
             if (wheels / p.name).exists():
                 p.unlink()
