@@ -71,6 +71,7 @@ def test_one_crash_computation_per_pipeline(tmp_path: Path) -> None:
     from agent.monitors.accident import AccidentMonitor
     from agent.monitors.crash import CrashMonitor
     from agent.monitors.instructions import InstructionsMonitor
+    from agent.monitors.mrm import MrmMonitor
     from agent.monitors.safety import AebAvailabilityMonitor
     from agent.monitors.stats import PeriodStatsMonitor
 
@@ -86,4 +87,5 @@ def test_one_crash_computation_per_pipeline(tmp_path: Path) -> None:
     # stats alone still gets its crashes
     alone = Pipeline(cfg, RecordingSink(), TimeBase("trace"), [PeriodStatsMonitor])
     assert [type(m) for m in alone.monitors] == [CrashMonitor, InstructionsMonitor,
-                                                 AebAvailabilityMonitor, PeriodStatsMonitor]
+                                                 AebAvailabilityMonitor, MrmMonitor,
+                                                 PeriodStatsMonitor]

@@ -358,8 +358,8 @@ def test_counts_agree_with_the_event_records(tmp_path: Path, scenario: str) -> N
             for mark in ("triggered", "locked"):
                 if data["edr"][mark]:
                     want[f"accident.edr_{mark}"] += 1
-        if kind == "cda.mrm" and data["cause"] == "driver_unresponsive":
-            want["cda.mrm.driver_unresponsive"] += 1
+        if kind == "cda.mrm":
+            want[f"cda.mrm.{data['cause']}"] += 1
         elif kind == "cda.misuse":
             want[f"misuse.unconfirmed_{data['kind']}"] += 1
         elif kind == "selfcheck.violation" and data["monitor"] in ("instructions",

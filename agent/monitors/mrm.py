@@ -12,6 +12,8 @@ else ``driver_override`` (the driver took over while the car was still moving).
 ``hazard_lights``: true if they were on at any time during the MRM, false if known off
 throughout, null if unknown (unmapped or stale) -- only a known false is a violation.
 An unknown (stale) State neither starts nor ends an MRM.
+The period statistics count each ``cda.mrm`` by its cause (``cda.mrm.<cause>``, through
+``on_count``): ``cda.mrm.driver_unresponsive`` is R171's driver-unavailability response.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.monitors.base import Monitor, finite
+from agent.monitors.base import CountedMonitor, finite
 from agent.monitors.cda import (
     ACCEL_LONG,
     DRIVER_LEVELS,
@@ -79,7 +81,7 @@ class Manoeuvre:
     stop_t: float | None
 
 
-class MrmMonitor(Monitor):
+class MrmMonitor(CountedMonitor):
     name = "mrm"
     inputs = (STATE,)
     watches = (STATE, WARNING, SPEED, ACCEL_LONG, HAZARD, FAULT_CODE, EXIT_REASON)
@@ -160,5 +162,6 @@ class MrmMonitor(Monitor):
             "hazard_lights": m.hazard,
             "to_state": to_state,
         }, t)
+        self.count(f"cda.mrm.{cause}", t)
         if m.hazard is False and self.limits.mrm_requires_hazard_lights:
             violation(self, t, HAZARD_RULE, True, False, mrm_start=start)

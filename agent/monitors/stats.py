@@ -28,8 +28,9 @@ instructions self-checks as their monitors decide them (``CountedMonitor.on_coun
 UN R171 categories (the report's second view, ``reports/period.py``) are counted here too,
 while CDA is in use: hands-on and eyes-on warnings (entering the level from another one),
 take-over alerts, system-initiated manoeuvres (where ``SystemInitiatedManoeuvre`` is
-mapped), MRMs begun while the driver was being warned (``mrm.WarningSequence``: the
-response to an unavailable driver) and boundary exceedances (OddStatus entering EXCEEDED).
+mapped) and boundary exceedances (OddStatus entering EXCEEDED); MRMs by the cause their
+``cda.mrm`` record gives (``MrmMonitor``, counted when the MRM ends):
+``cda.mrm.driver_unresponsive`` is the response to an unavailable driver.
 ``not_signalled`` names the categories the mapping cannot count, so a 0 is never a guess.
 """
 
@@ -54,7 +55,7 @@ from agent.monitors.cda import (
 )
 from agent.monitors.crash import ACCEL, IN_USE, Crash, CrashMonitor, Trigger
 from agent.monitors.instructions import CONFIRMED, InstructionsMonitor
-from agent.monitors.mrm import WarningSequence
+from agent.monitors.mrm import MrmMonitor
 from agent.monitors.safety import AEB_AVAILABLE, AebAvailabilityMonitor
 from agent.timefmt import EARLIEST, LATEST, iso_ms, plausible
 
@@ -100,7 +101,8 @@ COUNTS = (
     "warning.eyes_on", "warning.eyes_on.escalated",    # eyes-on-road warnings, escalations
     "warning.take_control",                            # take-over alerts
     "cda.manoeuvre", "cda.manoeuvre.<kind>",           # system-initiated: lane_change ramp other
-    "cda.mrm.driver_unresponsive",                     # driver-unavailability responses
+    "cda.mrm.<cause>",                  # ended MRMs by cause (MrmMonitor): driver_unresponsive
+                                        # (driver-unavailability responses) system_failure other
     "cda.boundary_exceeded",                           # OddStatus entered EXCEEDED
     # draft GB 组合驾驶辅助系统安全要求 (from InstructionsMonitor / AebAvailabilityMonitor):
     "ignition_cycles",                                 # ignition cycles begun
@@ -203,7 +205,7 @@ class PeriodStatsMonitor(Monitor):
     name = "stats"
     inputs = (STATE,)
     watches = (STATE, FUNCTION, EXIT, SPEED, ODOMETER, MANOEUVRE, *SAFETY, *EXIT_CUES)
-    uses = (CrashMonitor, InstructionsMonitor, AebAvailabilityMonitor)
+    uses = (CrashMonitor, InstructionsMonitor, AebAvailabilityMonitor, MrmMonitor)
     tick_s = 0.5
 
     def __init__(self, ctx: Any):
@@ -212,12 +214,11 @@ class PeriodStatsMonitor(Monitor):
         self.tz = ZoneInfo(self.tz_name)
         self.crash = self.used(CrashMonitor)
         self.crash.listen(self)
-        for counted in (InstructionsMonitor, AebAvailabilityMonitor):
+        for counted in (InstructionsMonitor, AebAvailabilityMonitor, MrmMonitor):
             self.used(counted).on_count(self._count)
         self.not_signalled = sorted(k for k, sig in SIGNALLED_BY.items()
                                     if not ctx.state.mapped(sig))
         self.level: Any = None                  # warning level, as last known
-        self.warnings = WarningSequence()
         self.manoeuvre: Any = None
         self.odd: Any = None
         self.quarter: Totals | None = None
@@ -318,8 +319,6 @@ class PeriodStatsMonitor(Monitor):
             if value == "MRM" and before != "MRM":
                 self.was_mrm = True
                 self._count("cda.mrm", t)
-                if self.warnings.driver_warned(t):
-                    self._count("cda.mrm.driver_unresponsive", t)
             self.last_engaged = value
             if self.seg_t is None:
                 self._begin(t)
@@ -443,7 +442,6 @@ class PeriodStatsMonitor(Monitor):
         in_use = self.state_value in IN_USE
         if name == WARNING:
             before, self.level = self.level, value
-            self.warnings.update(value, t)
             if not in_use or value == before:
                 return
             for levels, key in ((HANDS_LEVELS, "warning.hands_on"),
