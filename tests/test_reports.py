@@ -151,6 +151,9 @@ def test_power_cut_in_the_post_window_keeps_the_pre_crash_data(
     speed = acc["window"]["signals"]["Vehicle.Speed"]
     assert speed[0][0] <= -30.0 and speed[0][1] == 60.0
     assert any(g["kind"] == "agent_restart" for g in acc["gaps"])
+    # the EDR marks as known at the trigger survive too: the airbag locks it (GB 39732)
+    assert acc["edr"]["final"] is False and acc["edr"]["locked"] is True
+    assert acc["edr"]["lock_reasons"] == ["airbag_deployed"]
     assert stored(cfg, ACCIDENT_OPEN_KEY) is None
 
 
