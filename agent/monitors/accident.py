@@ -236,6 +236,7 @@ class AccidentMonitor(Monitor):
             "time_zero_basis": edr.time_zero_basis,
             "acceleration_cycle_s": edr.acceleration_cycle_s,
             "final": edr.final,
+            "not_evaluated": edr.not_evaluated,
             "limits": {"trigger_delta_v_kmh": lim.edr_trigger_delta_v_kmh,
                        "lock_delta_v_kmh": lim.edr_lock_delta_v_kmh,
                        "window_s": lim.edr_window_s,

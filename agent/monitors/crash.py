@@ -31,6 +31,10 @@ delta-V accident trigger. Time zero needs the acceleration at least every 20 ms 
 message's cycle time, ``extras["signal_cycle_s"]``); else it is null and ``time_zero_basis``
 says why. Computed on the crash when it is announced (``final`` false: what is known so
 far) and again when its window closes, from ``EDR_LOOKBACK_S`` before the first trigger.
+``not_evaluated`` names the inputs the marks could not use (a deployment flag the mapping
+lacks, an acceleration unmapped or unknown around the crash): a false is only as good as
+what was evaluated; with neither deployments nor a known longitudinal Δv the marks are
+null.
 """
 
 from __future__ import annotations
@@ -240,6 +244,7 @@ class Edr:
     time_zero_basis: str
     acceleration_cycle_s: float | None
     final: bool
+    not_evaluated: list[str] = field(default_factory=list)   # unmapped / unknown inputs
 
 
 def edr_marks(state: VehicleState, limits: LimitsConfig, crash: Crash, end: float,
@@ -255,11 +260,9 @@ def edr_marks(state: VehicleState, limits: LimitsConfig, crash: Crash, end: floa
     locks: list[str] = [f"{k}_deployed" for k in deployed]
     dv: dict[str, float | None] = {}
     for name, key in ((ACCEL, "x"), (ACCEL_LAT, "y")):
-        if not state.mapped(name):
-            dv[key] = None
-            continue
-        series = SignedDeltaV(_held(state, name, start - w, end))
-        dv[key] = series.peak(w, start, end)
+        samples = _held(state, name, start - w, end) if state.mapped(name) else []
+        # mapped but never known around the crash (stale, not yet sent): cannot tell
+        dv[key] = SignedDeltaV(samples).peak(w, start, end) if _known(samples) else None
     if dv["x"] is not None and dv["x"] >= trig or dv["y"] is not None and dv["y"] >= trig:
         triggers.append("delta_v")
     if dv["x"] is not None and dv["x"] >= lock:
@@ -274,7 +277,14 @@ def edr_marks(state: VehicleState, limits: LimitsConfig, crash: Crash, end: floa
         trigger_reasons=triggers, lock_reasons=locks,
         delta_v_x_kmh=None if dv["x"] is None else round(dv["x"] * 3.6, 2),
         delta_v_y_kmh=None if dv["y"] is None else round(dv["y"] * 3.6, 2),
-        time_zero=time_zero, time_zero_basis=basis, acceleration_cycle_s=cycle, final=final)
+        time_zero=time_zero, time_zero_basis=basis, acceleration_cycle_s=cycle, final=final,
+        not_evaluated=[f"{k}_deployed" for n, k in FLAG_TRIGGERS.items()
+                       if k in IRREVERSIBLE and not state.mapped(n)]
+        + [f"delta_v_{key}" for key in ("x", "y") if dv[key] is None])
+
+
+def _known(samples: list[tuple[float, Any]]) -> bool:
+    return any(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in samples)
 
 
 def _held(state: VehicleState, name: str, start: float, end: float) -> list[tuple[float, Any]]:
@@ -293,7 +303,10 @@ def _time_zero(state: VehicleState, limits: LimitsConfig, start: float, end: flo
     if cycle > w + 1e-9:
         return None, (f"longitudinal acceleration every {cycle * 1000:g} ms, coarser than "
                       f"the {w * 1000:g} ms of the time-zero rule")
-    series = SignedDeltaV(_held(state, ACCEL, start - w, end))
+    samples = _held(state, ACCEL, start - w, end)
+    if not _known(samples):
+        return None, "no longitudinal acceleration known around the crash"
+    series = SignedDeltaV(samples)
     reached = series.first_reach(limits.edr_time_zero_delta_v_kmh / 3.6, w, start, end)
     if reached is None:
         return None, (f"longitudinal delta-V never reached {limits.edr_time_zero_delta_v_kmh:g} "
