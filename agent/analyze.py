@@ -165,10 +165,10 @@ def offline_recorder(cfg: agent_config.AgentConfig, key_path: Path | None, timeb
                      out: Any) -> Any:
     """Records of an offline run: in-memory state, a fixed id namespace, so the same traces
     and key always give byte-identical output."""
-    from agent.journal.statedb import StateDB
     from agent.recorder import Recorder
     from agent.records.chain import RecordChain
     from agent.records.keys import DeviceKey
+    from agent.statestore import StateDB
 
     path = key_path or cfg.key_path
     try:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from agent import config as agent_config
-from agent.model import ConfigError
+from agent.settings_loader import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

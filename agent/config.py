@@ -19,10 +19,10 @@ from typing import Any
 from agent.ingest.settings import BusConfig, check_bus
 from agent.journal.settings import JournalConfig, check_journal
 from agent.keyfiles import key_file_exposed
-from agent.model import ConfigError, Problems, build, read_toml
 from agent.monitors.settings import LimitsConfig
 from agent.ota.settings import EcuConfig, OtaConfig
 from agent.security.settings import SecurityConfig
+from agent.settings_loader import ConfigError, Problems, build, read_toml
 from agent.uplink.settings import CommandsConfig, UplinkConfig
 
 VIN = re.compile(r"^[A-Z0-9]{17}$")

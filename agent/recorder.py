@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.journal.outbox import Journal, is_disk_full, lane_of
-from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from agent.journal.outbox import Journal, Pending  # noqa: E402
-from agent.journal.statedb import StateDB  # noqa: E402
 from agent.records.chain import RecordChain  # noqa: E402
 from agent.records.keys import DeviceKey  # noqa: E402
+from agent.statestore import StateDB  # noqa: E402
 from agent.uplink import topics  # noqa: E402
 from agent.uplink.client import ONLINE, Uplink  # noqa: E402
 from agent.uplink.settings import UplinkConfig  # noqa: E402

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuf.api.metadata import TargetFile  # noqa: E402
 
-from agent.journal.statedb import StateDB  # noqa: E402
 from agent.ota.uptane import (  # noqa: E402
     EcuInstalled,
     FixedTime,
@@ -33,6 +32,7 @@ from agent.ota.uptane import (  # noqa: E402
     UptaneClient,
     UptaneConfig,
 )
+from agent.statestore import StateDB  # noqa: E402
 from hil.repo import DirectorRepository, ImageRepository, KeyStore, RepoServer  # noqa: E402
 
 VIN = "BENCH000000000001"

@@ -231,8 +231,8 @@ def _vehicle_key(cfg: AgentConfig) -> Any:
 
 
 def _current(cfg: AgentConfig, ecu: str, did: str) -> str:
-    from agent.journal.statedb import StateDB
     from agent.ota.inventory import CURRENT_KEY
+    from agent.statestore import StateDB
 
     db = StateDB(cfg.state_dir / "state.db")
     try:

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.model import tomllib  # noqa: E402
+from agent.settings_loader import tomllib  # noqa: E402
 
 # Debian 12 has glibc 2.36: any manylinux tag up to that runs there.
 PLATFORMS = {

@@ -21,10 +21,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.journal.outbox import Journal, lane_of
-from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain, record_hash
 from agent.records.keys import DeviceKey, KeyFileError, fingerprint, load_public_key
 from agent.records.verify import schema_problem, verify_records
+from agent.statestore import StateDB
 from agent.uplink.client import ONLINE, Uplink
 from agent.uplink.commands import CommandGate
 from agent.uplink.settings import CommandsConfig, UplinkConfig

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.journal.outbox import Journal
-from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey, KeyFileError
+from agent.statestore import StateDB
 from agent.uplink.client import ONLINE, Uplink
 from agent.uplink.commands import Command, CommandFailed, CommandGate, canonical, sign_command
 from agent.uplink.settings import CommandsConfig, UplinkConfig

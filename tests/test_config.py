@@ -23,7 +23,7 @@ signal = "{sig}"
 
 def reference_speed() -> tuple[str, str]:
     """The reference mapping's own choice of message/signal for Vehicle.Speed."""
-    from agent.model import tomllib
+    from agent.settings_loader import tomllib
 
     table = tomllib.loads((DBC / "icv_reference.map.toml").read_text())
     entry = next(e for e in table["signal"] if e["name"] == "Vehicle.Speed")
@@ -96,7 +96,7 @@ def test_shipped_configs_are_valid(path: Path) -> None:
      "needs interface = \"socketcan\""),
     (BASE.replace('channel = "c1"', 'channel = "c1"\nrcvbuf_bytes = -1'),
      "bus[0].rcvbuf_bytes", "must be 0 (kernel default) or more"),
-    # declared on the fields (agent.model constraints)
+    # declared on the fields (agent.settings_loader constraints)
     (BASE.replace('vin = "LSJWH4098PN000001"', 'vin = "lsjwh4098pn00000"'), "vehicle.vin",
      "'lsjwh4098pn00000' is not a VIN (17 characters, A-Z and 0-9)"),
     (BASE + "[limits]\ndelta_v_window_s = 0.0\n", "limits.delta_v_window_s", "must be > 0"),

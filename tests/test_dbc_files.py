@@ -15,7 +15,7 @@ import cantools
 import pytest
 
 from agent.config import AgentConfig
-from agent.model import Problems, build
+from agent.settings_loader import Problems, build
 from agent.signals import BOOL, CATALOGUE, ENUM, FLOAT
 
 if sys.version_info >= (3, 11):

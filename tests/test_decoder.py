@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from agent import config as agent_config
 from agent.ingest.decoder import FrameDecoder
-from agent.model import tomllib
+from agent.settings_loader import tomllib
 from agent.signals import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]

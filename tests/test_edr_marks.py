@@ -11,9 +11,9 @@ from typing import Any
 
 from agent.journal.outbox import Journal
 from agent.journal.settings import JournalConfig
-from agent.journal.statedb import StateDB
 from agent.records.keys import DeviceKey
 from agent.reports.store import STATE_DB
+from agent.statestore import StateDB
 from tests.scenario_runner import SCENARIOS, run_scenario
 from tests.test_stats_restart import make_config, make_trace, run_pipeline
 

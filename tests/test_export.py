@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from agent.journal.outbox import Journal
-from agent.journal.statedb import StateDB
 from agent.ota.history import OtaHistory
 from agent.records.chain import record_hash, record_line
 from agent.records.export import MANIFEST, MEMBERS, RECORDS
 from agent.records.keys import DeviceKey
+from agent.statestore import StateDB
 from tests.scenario_runner import ROOT, SCENARIOS, run_scenario
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.model import tomllib  # tomli on Python 3.10
+from agent.settings_loader import tomllib  # tomli on Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "config" / "full.toml"

@@ -20,10 +20,10 @@ import pytest
 
 from agent.journal.outbox import Journal
 from agent.journal.settings import JournalConfig
-from agent.journal.statedb import StateDB
 from agent.recorder import Recorder
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
+from agent.statestore import StateDB
 from tests.helpers import SAMPLE
 
 VIN = "LSJWH4098PN000001"

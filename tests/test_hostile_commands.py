@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import wirejson
-from agent.journal.statedb import StateDB
+from agent.statestore import StateDB
 from agent.uplink.commands import MAX_PAYLOAD, CommandGate, sign_command
 from tests.live_agent import Agent, multicast_group, uplink_section, wait_until, write_config
 from tests.mqtt_broker import Subscriber

@@ -17,10 +17,10 @@ import pytest
 from agent.journal.outbox import Journal, JournalError, is_disk_full, lane_of
 from agent.journal.recovery import open_state_db
 from agent.journal.settings import JournalConfig
-from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey, load_public_key
 from agent.records.verify import verify_records
+from agent.statestore import StateDB
 from tests.helpers import SAMPLE, ChildLines
 
 VIN = "LSVTEST0000000001"
@@ -214,7 +214,7 @@ def test_sound_database_is_left_alone(state, tmp_path: Path) -> None:
 CHILD = textwrap.dedent("""
     import sys
     from agent.journal.outbox import Journal
-    from agent.journal.statedb import StateDB
+    from agent.statestore import StateDB
     from agent.records.chain import RecordChain
     from agent.records.keys import DeviceKey
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
-from agent.journal.statedb import StateDB
 from agent.monitors import ALL
 from agent.pipeline import Pipeline, TimeBase
 from agent.recorder import Recorder
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
 from agent.records.verify import verify_records
+from agent.statestore import StateDB
 from agent.timefmt import parse_iso
 from hil.trace.scenario import generate, load_scenario
 from tests.helpers import feed_trace

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import tomllib
+from agent.settings_loader import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agent.jcs import canonical_json
-from agent.journal.statedb import StateDB
 from agent.records import (
     ZERO_HASH,
     ChainError,
@@ -34,6 +33,7 @@ from agent.records import (
     record_line,
     verify_records,
 )
+from agent.statestore import StateDB
 from tests.record_schema import assert_valid_record, record_errors
 
 REPO = Path(__file__).resolve().parents[1]

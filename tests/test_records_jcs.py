@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.jcs import canonical_json, number
-from agent.journal.statedb import StateDB
 from agent.records import ZERO_HASH, DeviceKey, RecordChain, canonical_bytes, record_line
+from agent.statestore import StateDB
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "records.md"

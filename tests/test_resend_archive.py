@@ -8,9 +8,9 @@ from pathlib import Path
 
 from agent.journal.outbox import ACCIDENT_KEEP_S, RESEND_LANE, Journal
 from agent.journal.settings import JournalConfig
-from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
+from agent.statestore import StateDB
 from tests.test_journal import VIN, append
 
 

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.journal.outbox import Journal, lane_of
-from agent.journal.statedb import StateDB
 from agent.ota.uptane.download import EndpointNotAllowed, HttpFetcher
 from agent.recorder import Recorder
 from agent.records.chain import RecordChain
@@ -31,6 +30,7 @@ from agent.records.keys import DeviceKey
 from agent.records.verify import verify_records
 from agent.security import KINDS, EndpointPolicy, SecurityLog, install
 from agent.security.settings import SecurityConfig
+from agent.statestore import StateDB
 from agent.uplink.client import ONLINE, Uplink
 from agent.uplink.commands import sign_command
 from tests.live_agent import Agent, multicast_group, uplink_section, wait_until, write_config

@@ -25,13 +25,13 @@ import pytest
 from agent import config as agent_config
 from agent.ingest.trace import ChannelRouter, read_trace
 from agent.journal.outbox import Journal
-from agent.journal.statedb import StateDB
 from agent.monitors import ALL
 from agent.monitors.stats import CHECKPOINT_S, CLOSED_KEY, OPEN_KEY
 from agent.pipeline import Pipeline, TimeBase
 from agent.recorder import Recorder
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
+from agent.statestore import StateDB
 from agent.timefmt import parse_iso
 from tests.record_schema import assert_valid_record
 

@@ -13,11 +13,11 @@ from typing import Any
 from agent.config import load
 from agent.journal.outbox import Journal, lane_of, payload_of
 from agent.journal.settings import MIB, JournalConfig, check_journal, floor_bytes
-from agent.journal.statedb import StateDB
-from agent.model import ConfigError, Problems
 from agent.recorder import Recorder
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
+from agent.settings_loader import ConfigError, Problems
+from agent.statestore import StateDB
 from tests.helpers import SAMPLE
 from tests.test_config import BASE, check, has_problem, write_config
 from tests.test_full_disk import fill, outbox, small_fs  # noqa: F401 (fixture)

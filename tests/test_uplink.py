@@ -17,10 +17,10 @@ import pytest
 from paho.mqtt.client import MQTTv311
 
 from agent.journal.outbox import Journal, lane_of
-from agent.journal.statedb import StateDB
 from agent.records.chain import RecordChain
 from agent.records.keys import DeviceKey
 from agent.records.verify import verify_records
+from agent.statestore import StateDB
 from agent.uplink.client import CONNECTING, ONLINE, Uplink, backoff_delay
 from agent.uplink.settings import UplinkConfig
 from tests.helpers import SAMPLE, ChildLines

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.model import Problems, build, read_toml
+from agent.settings_loader import Problems, build, read_toml
 from agent.signals import BOOL, CATALOGUE, ENUM, FLOAT, INT, SignalSpec
 
 COMBINE_BOOL = ("and", "or")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.model import Problems
+from agent.settings_loader import Problems
 
 
 class ConfigFiles(Protocol):

@@ -21,7 +21,7 @@ from agent.ingest.mapping import (
     make_splitter,
     resolution,
 )
-from agent.model import Problems
+from agent.settings_loader import Problems
 from agent.signals import CATALOGUE
 
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.journal.settings import JournalConfig
-from agent.journal.statedb import StateDB
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.journal.statedb import StateDB
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

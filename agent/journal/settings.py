@@ -50,7 +50,7 @@ def floor_bytes(cfg: JournalConfig) -> int:
 
 def check_journal(cfg: JournalConfig, path: Path | str, problems: Any) -> None:
     """Refuse a quota that cannot hold the floors (and a reserve too small for one accident);
-    each field's own range is declared on it (``agent.model``)."""
+    each field's own range is declared on it (``agent.settings_loader``)."""
     need = floor_bytes(cfg)
     if cfg.quota_mb * MIB < need:
         problems.add(path, "journal.quota_mb",

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.journal.statedb import StateDB
 from agent.ota.consent import (
     ConsentInbox,
     Decision,
@@ -47,6 +46,7 @@ from agent.ota.uds import FlashSession, PreconditionViolated, ProgressEvery
 from agent.ota.uds.versions import parse_did_keys
 from agent.ota.uptane import EcuInstalled, FloorTime, UpdateRejected, UptaneClient
 from agent.ota.uptane.time import load_public_key
+from agent.statestore import StateDB
 from agent.timefmt import iso_ms
 
 log = logging.getLogger(__name__)

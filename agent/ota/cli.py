@@ -65,7 +65,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 def _open(config: Path) -> tuple[Any, Any]:
     from agent.config import load
-    from agent.journal.statedb import StateDB
+    from agent.statestore import StateDB
 
     cfg = load(config)
     db_path = cfg.state_dir / "state.db"
@@ -75,7 +75,7 @@ def _open(config: Path) -> tuple[Any, Any]:
 
 
 def _guard(fn: Any, args: argparse.Namespace) -> int:
-    from agent.model import ConfigError
+    from agent.settings_loader import ConfigError
 
     try:
         return int(fn(args))

@@ -33,8 +33,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent import wirejson
-from agent.journal.statedb import StateDB
 from agent.ota.settings import HmiConfig
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.jcs import canonical_json
-from agent.journal.statedb import StateDB
+from agent.statestore import StateDB
 
 GENESIS = "0" * 64
 SCHEMA = """CREATE TABLE IF NOT EXISTS ota_history (

@@ -25,10 +25,10 @@ from typing import Any
 import can
 
 from agent.jcs import canonical_json
-from agent.journal.statedb import StateDB
 from agent.ota.settings import EcuConfig
 from agent.ota.uds import read_ecu_versions
 from agent.ota.uds.errors import FlashError
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

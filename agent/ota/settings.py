@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.model import ConfigError, Problems, build, read_toml
 from agent.ota.recipe import FlashStep, check_steps, default_flash, default_restore
 from agent.ota.uptane.settings import UptaneConfig
+from agent.settings_loader import ConfigError, Problems, build, read_toml
 
 
 def _conditions(names: list[str]) -> str | None:

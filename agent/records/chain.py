@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.jcs import MAX_SAFE_INTEGER, canonical_json, canonical_text
-from agent.journal.statedb import StateDB
 from agent.records.keys import DeviceKey
+from agent.statestore import StateDB
 from agent.timefmt import LATEST, iso_of_ms, to_ms
 
 SCHEMA_VERSION = "icv.record/2"   # /2: hash over RFC 8785 JCS (docs/records.md)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from agent.model import ConfigError, Problems, build, read_toml
 from agent.records.keys import DeviceKey, KeyFileError, fingerprint, load_public_key, public_pem
+from agent.settings_loader import ConfigError, Problems, build, read_toml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.model import ConfigError
 from agent.reports.store import STATE_DB, ReportError, StateStore, load_light_config, read_records
+from agent.settings_loader import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

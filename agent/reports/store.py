@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, StateConfig, VehicleConfig
-from agent.model import ConfigError, Problems, build, read_toml
+from agent.settings_loader import ConfigError, Problems, build, read_toml
 
 STATE_DB = "state.db"
 

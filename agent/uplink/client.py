@@ -32,8 +32,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.journal.outbox import RESEND_LANE, Journal
 from agent.journal.settings import JournalConfig
-from agent.journal.statedb import StateDB
 from agent.security import EndpointPolicy, EndpointRefused, SecurityLog
+from agent.statestore import StateDB
 from agent.uplink import topics
 from agent.uplink.settings import UplinkConfig
 

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from agent import wirejson
 from agent.jcs import canonical_json
-from agent.journal.statedb import StateDB
 from agent.records.keys import fingerprint, load_public_key
+from agent.statestore import StateDB
 from agent.timefmt import iso_ms, parse_iso
 from agent.uplink.settings import CommandsConfig
 

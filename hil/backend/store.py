@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.journal.outbox import lane_of
-from agent.journal.statedb import StateDB
 from agent.records.chain import ZERO_HASH
+from agent.statestore import StateDB
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS records (

@@ -15,7 +15,7 @@ from typing import Any
 
 import can
 
-from agent.model import ConfigError
+from agent.settings_loader import ConfigError
 from hil.ecu_sim.server import VirtualEcu
 from hil.ecu_sim.settings import VirtualEcuConfig, load_sim_config
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.model import Problems
+from agent.settings_loader import Problems
 
 STEPS = ("session", "security", "fingerprint", "erase", "request_download", "transfer",
          "transfer_exit", "dependency_check", "reset", "restore", "read", "tester_present",

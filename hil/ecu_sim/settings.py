@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.model import ConfigError, Problems, build, read_toml
 from agent.ota.settings import EcuConfig, check_ecu
+from agent.settings_loader import ConfigError, Problems, build, read_toml
 from hil.ecu_sim.faults import Fault, check_fault
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.model import ConfigError
+from agent.settings_loader import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import can
 
 from agent.config import AgentConfig
-from agent.model import ConfigError, Problems, build, read_toml
+from agent.settings_loader import ConfigError, Problems, build, read_toml
 from agent.signals import CATALOGUE, FLOAT
 from agent.timefmt import parse_iso, plausible
 from hil.trace.encode import EncodeError, TraceEncoder

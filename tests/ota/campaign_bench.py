@@ -21,9 +21,9 @@ from typing import Any
 import can
 
 from agent.config import AgentConfig, load
-from agent.journal.statedb import StateDB
 from agent.ota.campaign import CampaignManager
 from agent.ota.settings import EcuConfig, HmiConfig
+from agent.statestore import StateDB
 from hil.backend.campaign import BenchOta, ecu_image
 from hil.demo_ota import PARKED
 from hil.ecu_sim import VirtualEcu, VirtualEcuConfig

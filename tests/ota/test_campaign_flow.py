@@ -20,10 +20,10 @@ from campaign_bench import (
     wait_until,
 )
 
-from agent.journal.statedb import StateDB
 from agent.ota.campaign import ACTIVE_KEY
 from agent.ota.history import OtaHistory
 from agent.ota.preconditions import GEAR, SOC
+from agent.statestore import StateDB
 from hil.backend.campaign import campaign_args
 from hil.ecu_sim.faults import Fault
 from hil.repo import Faults

@@ -18,7 +18,6 @@ import pytest
 from bus_sniff import programming_requests
 from campaign_bench import EPS_V2, Bench, make_bench
 
-from agent.journal.statedb import StateDB
 from agent.ota.consent import (
     ConsentError,
     ConsentInbox,
@@ -29,6 +28,7 @@ from agent.ota.consent import (
     parse_decision,
 )
 from agent.ota.settings import HmiConfig
+from agent.statestore import StateDB
 from hil.backend.campaign import campaign_args, consent_args
 
 ROOT = Path(__file__).resolve().parents[2]

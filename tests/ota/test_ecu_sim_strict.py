@@ -17,11 +17,11 @@ import pytest
 from udsoncan import Request
 from udsoncan.exceptions import NegativeResponseException
 
-from agent.model import ConfigError
 from agent.ota.settings import EcuConfig
 from agent.ota.uds.connection import EcuLink, isotp_address
 from agent.ota.uds.image import build_image
 from agent.ota.uds.security import compute_key
+from agent.settings_loader import ConfigError
 from hil.ecu_sim import Fault, VirtualEcu, VirtualEcuConfig, load_sim_config
 from hil.ecu_sim.services import step_of
 from hil.ecu_sim.state import DEFAULT_SESSION, EXTENDED_SESSION, PROGRAMMING_SESSION

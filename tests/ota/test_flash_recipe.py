@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import Problems, build
 from agent.ota.recipe import default_flash, fingerprint_bytes
 from agent.ota.settings import EcuConfig, check_ecu
 from agent.ota.uds import FlashSession
+from agent.settings_loader import Problems, build
 from tests.ota.conftest import UDS_NEW_VERSIONS
 from tests.ota.test_uds_config import GOOD
 
@@ -155,7 +155,7 @@ def test_a_seed_key_algorithm_plugs_in_as_an_installed_entry_point(tmp_path):
         "[icv_agent.seed_key]\noem-x = oem_keys:compute\nbroken = oem_missing:compute\n")
     (info / "RECORD").write_text("")
     script = textwrap.dedent('''
-        from agent.model import Problems, build
+        from agent.settings_loader import Problems, build
         from agent.ota.settings import EcuConfig, check_ecu
         from agent.ota.uds.security import compute_key, UnknownKeyAlgorithm
         for name in ("oem-x", "nope"):

@@ -13,10 +13,10 @@ from pathlib import Path
 import can
 import pytest
 
-from agent.model import Problems, build
 from agent.ota.settings import EcuConfig
 from agent.ota.uds import FlashSession, NegativeResponse
 from agent.ota.uds.image import build_image
+from agent.settings_loader import Problems, build
 from hil.ecu_sim import Fault, VirtualEcu, load_sim_config
 from tests.helpers import scaled
 

@@ -1,11 +1,11 @@
-"""ECU config model: typed loading through agent.model and semantic checks."""
+"""ECU config model: typed loading through agent.settings_loader and semantic checks."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.model import ConfigError, Problems, build
 from agent.ota.settings import EcuConfig, check_ecu, load_ecu
+from agent.settings_loader import ConfigError, Problems, build
 
 
 def problems_of(table: dict) -> list[str]:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from uptane_fixtures import image_bytes
 
-from agent.journal.statedb import StateDB
 from agent.ota.uptane import (
     EcuInstalled,
     FixedTime,
@@ -25,6 +24,7 @@ from agent.ota.uptane import (
     UptaneConfig,
 )
 from agent.ota.uptane.time import load_public_key, parse_time
+from agent.statestore import StateDB
 from hil.repo import RepoServer
 from hil.repo.cli import register
 

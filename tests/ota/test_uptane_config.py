@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.model import Problems, read_toml
 from agent.ota.uptane import UptaneConfig, load_uptane
+from agent.settings_loader import Problems, read_toml
 
 
 def load(tmp_path: Path, text: str) -> tuple[UptaneConfig, list[str]]:

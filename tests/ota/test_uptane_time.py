@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal.statedb import StateDB
 from agent.ota.uptane import FixedTime, FloorTime
 from agent.ota.uptane.time import load_public_key, parse_time
+from agent.statestore import StateDB
 from hil.repo import KeyStore, write_time_attestation
 
 T0 = parse_time("2025-06-01T08:00:00Z")

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.journal.statedb import StateDB
 from agent.ota.uptane import EcuInstalled, FixedTime, UptaneClient, UptaneConfig
+from agent.statestore import StateDB
 from hil.repo import DirectorRepository, ImageRepository, KeyStore, RepoServer
 
 VIN = "LSVAU2180N2183294"

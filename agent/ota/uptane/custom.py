@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.model import Problems, build
 from agent.ota.uptane.errors import ArbitrarySoftware
+from agent.settings_loader import Problems, build
 
 ECU_ID = "ecu_id"
 HARDWARE_ID = "hardware_id"
@@ -64,7 +64,7 @@ class TargetFields:
 
 @dataclass(kw_only=True)
 class ImageCustom:
-    """The custom fields of an image repository target, as ``agent.model`` checks them."""
+    """The custom fields of an image repository target, as ``agent.settings_loader`` checks them."""
 
     hardware_id: str = field(metadata={"min_len": 1})
     release_counter: int = field(metadata={"range": (0, None)})

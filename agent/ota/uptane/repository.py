@@ -31,7 +31,6 @@ from tuf.api.metadata import (
 from tuf.api.metadata import Timestamp as TimestampRole
 from tuf.api.serialization import DeserializationError, SerializationError
 
-from agent.journal.statedb import StateDB
 from agent.ota.uptane.custom import DELEGATION_HARDWARE_IDS
 from agent.ota.uptane.download import HttpFetcher, NotFound
 from agent.ota.uptane.errors import (
@@ -43,6 +42,7 @@ from agent.ota.uptane.errors import (
     UpdateRejected,
 )
 from agent.ota.uptane.keys import key_value
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Uptane part of the agent config (``[ota.uptane]``), loaded with ``agent.model.build``.
+"""Uptane part of the agent config (``[ota.uptane]``), loaded with ``agent.settings_loader.build``.
 
 Paths are relative to the config file's folder (``AgentConfig.resolve``); the client
 takes them already resolved through its ``config_dir`` argument.
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.model import Problems, build
+from agent.settings_loader import Problems, build
 
 POSITIVE = {"above": 0}
 NOT_NEGATIVE = {"range": (0, None)}

@@ -39,9 +39,9 @@ from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Key, Signature
 
-from agent.journal.statedb import StateDB
 from agent.ota.uptane.keys import key_value
 from agent.security import installed
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Targets
 from tuf.api.metadata import Timestamp as TimestampRole
 
-from agent.journal.statedb import StateDB
 from agent.ota.uptane.custom import (
     ROOT_TIME_KEYS,
     TIMESTAMP_TIME_ATTESTATION,
@@ -35,6 +34,7 @@ from agent.ota.uptane.errors import (
 from agent.ota.uptane.repository import RoleCaps, TrustedRepository
 from agent.ota.uptane.settings import UptaneConfig
 from agent.ota.uptane.time import SecureTime, parse_time, verify_attestation
+from agent.statestore import StateDB
 
 log = logging.getLogger(__name__)
 

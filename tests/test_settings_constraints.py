@@ -1,5 +1,6 @@
-"""Field constraints declared in ``metadata`` and checked by ``agent.model.build`` with the
-same ``FILE: key.path: problem`` lines as the type checks."""
+"""Field constraints declared in ``metadata`` and checked by
+``agent.settings_loader.build`` with the same ``FILE: key.path: problem`` lines as the type
+checks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import Problems, build
+from agent.settings_loader import Problems, build
 
 
 @dataclass
