@@ -78,6 +78,19 @@ max_block_length = 0x402
     return path
 
 
+def start_ecu_sim(path: Path, name: str) -> subprocess.Popen[str]:
+    """``icv-hil ecu-sim`` on vcan0 in its own process, once it says it listens."""
+    sim = subprocess.Popen([sys.executable, "-m", "hil.cli", "ecu-sim", "--config",
+                            str(path), "--interface", "socketcan", "--channel", "vcan0"],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert sim.stdout is not None
+    ready = sim.stdout.readline()
+    if not ready.startswith(f"ready {name}"):
+        sim.kill()
+        raise AssertionError(sim.communicate(timeout=SLOW)[1] or ready)
+    return sim
+
+
 def test_uds_flash_over_kernel_isotp(tmp_path: Path) -> None:
     path = ecu_file(tmp_path)
     ecu = load_ecu(path)
@@ -85,13 +98,8 @@ def test_uds_flash_over_kernel_isotp(tmp_path: Path) -> None:
     body = os.urandom(16 * 1024 - 64)
     image = tmp_path / "eps.bin"
     image.write_bytes(build_image(body, NEW, {0xF191: IDENTITY["F191"]}))
-    sim = subprocess.Popen([sys.executable, "-m", "hil.cli", "ecu-sim", "--config",
-                            str(path), "--interface", "socketcan", "--channel", "vcan0"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sim = start_ecu_sim(path, "eps")
     try:
-        assert sim.stdout is not None
-        ready = sim.stdout.readline()
-        assert ready.startswith("ready eps"), sim.stderr.read() if sim.stderr else ready
         seen_in_kernel: list[list[tuple[int, int, int, str]]] = []
 
         def progress(done: int, total: int) -> None:
@@ -160,13 +168,8 @@ def test_strict_recipe_over_kernel_isotp_with_functional_requests(tmp_path: Path
     functional: list[bytes] = []
     notifier = can.Notifier(sniffer, [lambda m: functional.append(bytes(m.data))
                                       if m.arbitration_id == 0x7DF else None], timeout=0.1)
-    sim = subprocess.Popen([sys.executable, "-m", "hil.cli", "ecu-sim", "--config",
-                            str(path), "--interface", "socketcan", "--channel", "vcan0"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sim = start_ecu_sim(path, "bcm")
     try:
-        assert sim.stdout is not None
-        ready = sim.stdout.readline()
-        assert ready.startswith("ready bcm"), sim.stderr.read() if sim.stderr else ready
         result = FlashSession(ecu, None, image, BCM_NEW, tester_id="VCAN01").run()
         assert result.ok, result.error
         assert result.after_errors == []
