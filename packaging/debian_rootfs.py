@@ -24,8 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
+APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # What the rootfs must hold: the interpreter with its standard library and the shared
 # libraries its extension modules and the bundle's wheels load (libc, libssl, libffi, ...).
@@ -38,6 +38,34 @@ SKIP = {"debconf", "debconf-2.0", "perl-base", "dpkg", "init-system-helpers", "o
 
 class RootfsError(Exception):
     """A download, signature or checksum did not check out."""
+
+
+def apt_mirror() -> str:
+    """The Debian archive this machine's apt is set up with (deb822 ``.sources`` or
+    ``sources.list``): the one entry whose suite is ours, security and updates aside."""
+    files: list[Path] = []
+    for src in APT_SOURCES:
+        if src.is_dir():
+            files += sorted(src.glob("*.sources")) + sorted(src.glob("*.list"))
+        elif src.is_file():
+            files.append(src)
+    for f in files:
+        text = f.read_text(errors="replace")
+        for stanza in text.split("\n\n"):
+            fields = dict(line.split(":", 1) for line in stanza.splitlines()
+                          if ":" in line and not line.startswith((" ", "#")))
+            suites = fields.get("Suites", "").split()
+            if SUITE in suites and "Types" in fields and "deb" in fields["Types"].split():
+                return fields["URIs"].split()[0].rstrip("/")
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and SUITE in parts[2:3]:
+                return parts[1].rstrip("/")
+    raise RootfsError(f"no apt source for {SUITE} in {', '.join(map(str, APT_SOURCES))}; "
+                      "pass --mirror URL")
+
+
+MIRROR = ""   # set by build(): --mirror, or the machine's apt source
 
 
 def fetch(url: str, dest: Path, sha256: str | None = None, tries: int = 3) -> Path:
@@ -137,12 +165,14 @@ def closure(index: dict[str, dict[str, str]], roots: tuple[str, ...]) -> list[di
     return sorted(seen.values(), key=lambda p: p["Package"])
 
 
-def build(arch: str, cache: Path) -> Path:
+def build(arch: str, cache: Path, mirror: str | None = None) -> Path:
     """Create (or reuse) ``cache/rootfs``; returns it. ``cache/rootfs.json`` says what's in it."""
+    global MIRROR
     rootfs = cache / "rootfs"
     stamp = cache / "rootfs.json"
     if stamp.exists() and (rootfs / "usr/bin/python3.11").exists():
         return rootfs
+    MIRROR = mirror or apt_mirror()
     t0 = time.monotonic()
     index = packages_index(arch, cache)
     pkgs = closure(index, ROOTS)
@@ -161,7 +191,7 @@ def build(arch: str, cache: Path) -> Path:
         if not link.exists() and (rootfs / "usr" / top).is_dir():
             link.symlink_to(f"usr/{top}")
     stamp.write_text(json.dumps({
-        "suite": SUITE, "arch": arch,
+        "suite": SUITE, "arch": arch, "mirror": MIRROR,
         "packages": {p["Package"]: p["Version"] for p in pkgs},
         "debs_bytes": total, "seconds": round(time.monotonic() - t0, 1),
     }, indent=1) + "\n")
@@ -172,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="arm64", help="Debian architecture: arm64, armhf")
     p.add_argument("--cache", type=Path, required=True, help="cache directory")
+    p.add_argument("--mirror", help="Debian archive URL (default: this machine's apt source)")
     args = p.parse_args(argv)
     try:
-        rootfs = build(args.arch, args.cache)
+        rootfs = build(args.arch, args.cache, args.mirror)
     except (RootfsError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
