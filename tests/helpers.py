@@ -173,6 +173,36 @@ def feed_trace(pipeline: Any, cfg: Any, trace: Any) -> float:
     return last
 
 
+def shipped_scenarios() -> list[Any]:
+    """Every scenario the project ships: tests/scenarios, hil/scenarios, the vcan drive."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return sorted([*(root / "tests" / "scenarios").glob("*.toml"),
+                   *(root / "hil" / "scenarios").glob("*.toml"),
+                   *(root / "tests" / "vcan" / "data").glob("*.toml")])
+
+
+def run_scenario(path: Any, tmp: Any) -> RecordingSink:
+    """Scenario -> trace (``icv-hil scenario``) -> every monitor, as ``analyze`` runs them;
+    the records and state in a ``RecordingSink``."""
+    from pathlib import Path
+
+    from agent import config as agent_config
+    from agent.monitors import ALL
+    from agent.pipeline import Pipeline, TimeBase
+    from hil.trace.scenario import generate, load_scenario
+
+    root = Path(__file__).resolve().parents[1]
+    sc = load_scenario(path)
+    cfg = agent_config.load(root / "config" / f"{sc.config}.toml")
+    trace = Path(tmp) / f"{Path(path).stem}.log"
+    generate(cfg, sc, trace)
+    sink = RecordingSink()
+    feed_trace(Pipeline(cfg, sink, TimeBase("trace"), ALL), cfg, trace)
+    return sink
+
+
 class RecordingSink:
     """A pipeline sink that keeps records and persisted state in memory (no chain, no
     journal): what a suite needs to look at the monitors alone."""

@@ -13,26 +13,12 @@ from agent import config as agent_config
 from agent.monitors import ALL
 from agent.monitors.stats import OPEN_KEY
 from agent.pipeline import Pipeline, TimeBase
-from hil.trace.scenario import generate, load_scenario
-from tests.helpers import RecordingSink, feed_trace
+from hil.trace.scenario import load_scenario
+from tests.helpers import RecordingSink, feed_trace, run_scenario, shipped_scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = sorted([*(ROOT / "tests" / "scenarios").glob("*.toml"),
-                    *(ROOT / "hil" / "scenarios").glob("*.toml"),
-                    *(ROOT / "tests" / "vcan" / "data").glob("*.toml")])
-
-
-
-
-def run(path: Path, tmp: Path) -> RecordingSink:
-    sc = load_scenario(path)
-    cfg = agent_config.load(ROOT / "config" / f"{sc.config}.toml")
-    trace = tmp / f"{path.stem}.log"
-    generate(cfg, sc, trace)
-    sink = RecordingSink()
-    pipeline = Pipeline(cfg, sink, TimeBase("trace"), ALL)
-    feed_trace(pipeline, cfg, trace)
-    return sink
+SCENARIOS = shipped_scenarios()
+run = run_scenario
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
