@@ -19,6 +19,7 @@ from agent.monitors.stats import PeriodStatsMonitor, Totals, quarter_of, year_of
 from agent.pipeline import Pipeline, TimeBase
 from agent.records.keys import DeviceKey
 from agent.timefmt import iso_ms
+from tests.helpers import RecordingSink
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "config" / "bench.toml"
@@ -164,22 +165,9 @@ def test_persisted_totals_with_nan_are_refused() -> None:
 
 def test_stats_monitor_takes_non_finite_speed_and_time() -> None:
     cfg = agent_config.load(BENCH)
-    records: list[tuple[str, dict[str, Any], float]] = []
-
-    class Sink:
-        def record(self, type_: str, data: dict[str, Any], t: float) -> None:
-            records.append((type_, data, t))
-
-        def persist(self, key: str, value: Any) -> None:
-            pass
-
-        def load(self, key: str, default: Any = None) -> Any:
-            return default
-
-        def flush(self) -> None:
-            pass
-
-    pipeline = Pipeline(cfg, Sink(), TimeBase("trace"), [PeriodStatsMonitor])
+    sink = RecordingSink()
+    records = sink.records
+    pipeline = Pipeline(cfg, sink, TimeBase("trace"), [PeriodStatsMonitor])
     stats = pipeline.monitors[-1]          # after the crash monitor it uses
     assert isinstance(stats, PeriodStatsMonitor)
     t0 = 1782892800.0
