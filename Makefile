@@ -59,9 +59,10 @@ test-vcan: $(STAMP)
 # inside, Ed25519 signature over each tarball (bench key in .cache/bundle-key/). Into
 # build/bundle/. `make bundle BUNDLE_ARCHES="aarch64 x86_64"` for more than one.
 BUNDLE_ARCHES ?= aarch64
-.PHONY: bundle test-arm64
+.PHONY: bundle test-arm64 test-armv7
 bundle: $(STAMP)
-	$(PY) packaging/bundle.py $(foreach a,$(BUNDLE_ARCHES),--arch $(a))
+	$(if $(filter armv7l,$(BUNDLE_ARCHES)),$(PY) packaging/armhf_wheels.py --cache .cache/armhf)
+	$(PY) packaging/bundle.py $(foreach a,$(BUNDLE_ARCHES),--arch $(a))$(if $(filter armv7l,$(BUNDLE_ARCHES)), --find-links .cache/armhf/wheels)
 
 # The aarch64 bundle installed offline into Debian 12's arm64 python3.11 (extracted .debs,
 # cached in .cache/arm64/) and run under qemu-aarch64-static; its output compared byte for
@@ -70,3 +71,14 @@ bundle: $(STAMP)
 test-arm64: $(STAMP)
 	$(PY) packaging/bundle.py --arch aarch64 --arch x86_64
 	$(PY) packaging/arm64_check.py --report .cache/arm64/report.json
+
+# The armv7l bundle (`make bundle BUNDLE_ARCHES=armv7l`): cffi, psutil and msgpack have no
+# armv7l wheels on PyPI, so packaging/armhf_wheels.py cross-compiles them with Debian's
+# gcc-arm-linux-gnueabihf against Debian 12's armhf headers (.cache/armhf/). Installed offline
+# into Debian 12's armhf python3.11 under qemu-arm-static; install, check-config, scenario,
+# analyze and verify compared byte for byte with the x86_64 bundle. Not in .ci/run.
+# Needs qemu-user-static and gcc-arm-linux-gnueabihf.
+test-armv7: $(STAMP)
+	$(PY) packaging/armhf_wheels.py --cache .cache/armhf
+	$(PY) packaging/bundle.py --arch armv7l --arch x86_64 --find-links .cache/armhf/wheels
+	$(PY) packaging/armv7_check.py --report .cache/armhf/report.json

@@ -39,7 +39,9 @@ PLATFORMS = {
     "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"],
     "aarch64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"],
     "armv7l": ["manylinux2014_armv7l", "manylinux_2_28_armv7l", "manylinux_2_31_armv7l",
-               "manylinux_2_34_armv7l", "manylinux_2_35_armv7l"],
+               "manylinux_2_34_armv7l", "manylinux_2_35_armv7l",
+               # cffi, psutil, msgpack: cross-built against Debian 12 (armhf_wheels.py)
+               "linux_armv7l"],
 }
 # What the bench add-on brings besides the project's `bench` extra (ruff, a linter, no).
 BENCH_EXTRAS = ("bench", "test")
@@ -183,7 +185,8 @@ def git_head() -> tuple[str, int]:
     return commit, int(ct)
 
 
-def build(arch: str, python: str, out: Path, key_path: Path) -> list[Path]:
+def build(arch: str, python: str, out: Path, key_path: Path,
+          find_links: list[Path] = ()) -> list[Path]:  # type: ignore[assignment]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     version = project["version"]
     pytag = "cp" + python.replace(".", "")
@@ -203,7 +206,7 @@ def build(arch: str, python: str, out: Path, key_path: Path) -> list[Path]:
         wheels = tree / "wheels"
         wheels.mkdir(parents=True)
         shutil.copy2(wheel, wheels)
-        pip_download_for_target([str(wheel), "pip"], wheels, arch, python)
+        pip_download_for_target([str(wheel), "pip"], wheels, arch, python, list(find_links))
         for dest, src in SHIPPED.items():
             target = tree / dest
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +225,8 @@ def build(arch: str, python: str, out: Path, key_path: Path) -> list[Path]:
         reqs = [r for extra in BENCH_EXTRAS for r in project["optional-dependencies"][extra]
                 if r.split(">")[0].split("=")[0].strip() not in BENCH_LEAVE_OUT]
         reqs = sorted(set(reqs))
-        pip_download_for_target(reqs, bench_wheels, arch, python, [wheels])
+        pip_download_for_target(reqs, bench_wheels, arch, python,
+                                [wheels, *find_links])
         for p in bench_wheels.glob("*.whl"):   # already in the vehicle bundle
             if (wheels / p.name).exists():
                 p.unlink()
@@ -251,11 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bundle")
     p.add_argument("--key", type=Path, default=ROOT / ".cache" / "bundle-key" / "signing.key",
                    help="Ed25519 signing key (created if missing: a bench key)")
+    p.add_argument("--find-links", type=Path, action="append", default=[],
+                   help="extra wheels for the target, e.g. .cache/armhf/wheels (repeatable)")
     args = p.parse_args(argv)
     status = 0
     for arch in args.arch or ["aarch64"]:
         try:
-            made = build(arch, args.python, args.out, args.key)
+            made = build(arch, args.python, args.out, args.key, args.find_links)
         except BundleError as exc:
             print(f"error: {arch}: {exc}", file=sys.stderr)
             status = 1

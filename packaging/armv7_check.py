@@ -1,0 +1,157 @@
+"""``make test-armv7``: the armv7l bundle installed offline and run under qemu-arm, its
+output compared byte for byte with the x86_64 bundle run natively.
+
+The same check as ``arm64_check.py`` (whose helpers it uses), for 32-bit ARM: Debian 12's
+armhf python3.11 (``debian_rootfs.py --arch armhf``, extracted .debs in ``.cache/armhf``),
+the armv7l bundle with its cross-built cffi, psutil and msgpack wheels
+(``armhf_wheels.py``), installed by the bundle's ``install.sh`` with no index and run by
+``qemu-arm-static -L ROOTFS``. Install, ``check-config``, ``icv-hil scenario``, ``analyze``,
+``analyze --signals`` and ``verify`` on the reference drive and ``mg_safety``; no test
+files (``make test-arm64`` runs those emulated on aarch64).
+
+    python packaging/armv7_check.py --bundles build/bundle --cache .cache/armhf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "packaging"))
+
+import debian_rootfs  # noqa: E402
+from arm64_check import DRIVES, CheckError, Side, install, unpack  # noqa: E402
+
+QEMU = "qemu-arm-static"
+ARCH = "armv7l"
+
+
+def check(args: argparse.Namespace) -> int:
+    t_all = time.monotonic()
+    cache = args.cache.resolve()
+    t0 = time.monotonic()
+    cached = (cache / "rootfs.json").exists()
+    rootfs = debian_rootfs.build("armhf", cache)
+    t_rootfs = time.monotonic() - t0
+    print(f"rootfs: {rootfs} ({'cached' if cached else 'built'}, {t_rootfs:.1f} s)")
+
+    work = cache / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    pubkey = args.bundles / "bundle-signing.pub.pem"
+    host_py = getattr(sys, "_base_executable", sys.executable)
+    sides: dict[str, Side] = {}
+    for arch, prefix, python in [
+            ("x86_64", [], host_py),
+            (ARCH, [QEMU, "-L", str(rootfs)], str(rootfs / "usr/bin/python3.11"))]:
+        tars = sorted(args.bundles.glob(f"icv-agent-*-{arch}-cp311*.tar.gz"))
+        vehicle = [t for t in tars if not t.name.endswith("-bench.tar.gz")]
+        bench = [t for t in tars if t.name.endswith("-bench.tar.gz")]
+        if len(vehicle) != 1 or len(bench) != 1:
+            raise CheckError(f"{args.bundles}: want one {arch} bundle and its -bench add-on "
+                             f"(make bundle), found {[t.name for t in tars]}")
+        side = Side(arch, work / arch / "opt" / "venv", prefix)
+        b = unpack(vehicle[0], work / arch, pubkey)
+        bb = unpack(bench[0], work / arch, pubkey)
+        install(side, b, bb, python, " ".join(prefix))
+        sides[arch] = side
+    native, emu = sides["x86_64"], sides[ARCH]
+    results: list[tuple[str, bool, str]] = []
+    # The cross-built extensions load and work: a cffi call through libffi, psutil's
+    # reading of /proc, a msgpack round trip with the C packer.
+    r = emu.run("platform", [*emu.python(), "-c",
+                             "import platform,sys,struct,cffi,psutil,msgpack;"
+                             "ffi = cffi.FFI(); ffi.cdef('size_t strlen(const char *);');"
+                             "n = ffi.dlopen(None).strlen(b'armv7l');"
+                             "rss = psutil.Process().memory_info().rss;"
+                             "m = msgpack.unpackb(msgpack.packb({'v': [1, 2.5]}));"
+                             "assert n == 6 and rss > 0 and m == {'v': [1, 2.5]}, (n, rss, m);"
+                             "assert msgpack.Packer.__module__ == 'msgpack._cmsgpack';"
+                             "print(platform.machine(), struct.calcsize('P') * 8, 'bit',"
+                             " sys.version.split()[0], 'cffi', cffi.__version__,"
+                             " 'psutil', psutil.__version__, 'msgpack', msgpack.version)"])
+    print(f"emulated: {r.stdout.decode().strip()}")
+
+    out = work / "out"
+    out.mkdir()
+    key = out / "device.key"
+    native.tool("keys", "icv-agent", "keys", "generate", "--out", str(key))
+    pub = out / "device.pub.pem"
+    pub.write_bytes(native.tool("keys", "icv-agent", "keys", "public", "--key", str(key)).stdout)
+
+    def same(step: str, args_: list[str], tool: str = "icv-agent",
+             outputs: tuple[str, ...] = ()) -> None:
+        got: dict[str, bytes] = {}
+        for side in (native, emu):
+            files = {o: out / f"{side.name}-{o}.log" for o in outputs}
+            argv_ = [a.format(**{k: str(v) for k, v in files.items()}) for a in args_]
+            r = side.tool(step, tool, *argv_)
+            got[side.name] = r.stdout + b"".join(f.read_bytes() for f in files.values())
+            (out / f"{side.name}-{step}.out").write_bytes(got[side.name])
+        ok = got["x86_64"] == got[ARCH]
+        results.append((step, ok, f"{len(got['x86_64'])} bytes"))
+
+    for cfg in ("config/bench.toml", "config/mg.toml"):
+        same(f"check-config {Path(cfg).stem}", ["check-config", cfg])
+    for name, scenario, cfg in DRIVES:
+        same(f"scenario {name}", ["scenario", scenario, "--config", cfg, "-o", "{trace}"],
+             tool="icv-hil", outputs=("trace",))
+        fixed = out / f"{name}.log"
+        shutil.copy(out / "x86_64-trace.log", fixed)   # both sides analyse the same trace
+        same(f"analyze {name}", ["analyze", "--config", cfg, "--key", str(key), str(fixed)])
+        same(f"analyze --signals {name}", ["analyze", "--signals", "--config", cfg,
+                                           str(fixed)])
+        records = out / f"{ARCH}-analyze {name}.out"
+        for side in (emu, native):
+            side.tool(f"verify {name}", "icv-agent", "verify", str(records), "--pubkey",
+                      str(pub))
+
+    print(f"\n{'step':<28} {'x86_64 s':>9} {'armv7l s':>10} {'ratio':>6}  same output")
+    verdict = {s: ok for s, ok, _ in results}
+    for step in emu.times:
+        n, e = native.times.get(step), emu.times[step]
+        ratio = f"{e / n:6.1f}" if n else "     -"
+        ns = f"{n:9.2f}" if n is not None else "        -"
+        mark = {True: "yes", False: "NO"}.get(verdict.get(step), "")
+        print(f"{step:<28} {ns} {e:10.2f} {ratio}  {mark}")
+    total = time.monotonic() - t_all
+    print(f"rootfs {t_rootfs:.1f} s ({'cached' if cached else 'cold'}); "
+          f"whole check {total:.1f} s on {platform.machine()}, {os.cpu_count()} cpu")
+    bad = [f"{s} ({d})" for s, ok, d in results if not ok]
+    if args.report:
+        args.report.write_text(json.dumps({
+            "native": native.times, "emulated": emu.times, "rootfs_s": t_rootfs,
+            "rootfs_cached": cached, "total_s": total, "differ": bad}, indent=1) + "\n")
+    if bad:
+        print("FAILED: " + "; ".join(bad), file=sys.stderr)
+        return 1
+    print(f"{len(results)} passed, 0 failed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundles", type=Path, default=ROOT / "build" / "bundle")
+    p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "armhf")
+    p.add_argument("--report", type=Path, help="write the timings as JSON here")
+    args = p.parse_args(argv)
+    if shutil.which(QEMU) is None:
+        print(f"error: {QEMU} missing: apt-get install qemu-user-static", file=sys.stderr)
+        return 1
+    try:
+        return check(args)
+    except (CheckError, debian_rootfs.RootfsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
