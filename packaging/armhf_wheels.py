@@ -50,7 +50,9 @@ def sysroot(cache: Path, mirror: str | None) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     for name in SYSROOT_PACKAGES:
-        pkg = index[name]
+        pkg = index.get(name)
+        if pkg is None:
+            raise debian_rootfs.RootfsError(f"no package {name} in {debian_rootfs.SUITE} armhf")
         deb = debian_rootfs.fetch(f"{debian_rootfs.MIRROR}/{pkg['Filename']}",
                                   cache / "debs" / Path(pkg["Filename"]).name, pkg["SHA256"])
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)

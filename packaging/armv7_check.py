@@ -6,7 +6,8 @@ armhf python3.11 (``debian_rootfs.py --arch armhf``, extracted .debs in ``.cache
 the armv7l bundle with its cross-built cffi, psutil and msgpack wheels
 (``armhf_wheels.py``), installed by the bundle's ``install.sh`` with no index and run by
 ``qemu-arm-static -L ROOTFS``. Install, ``check-config``, ``icv-hil scenario``, ``analyze``,
-``analyze --signals`` and ``verify`` on the reference drive and ``mg_safety``; no test
+``analyze --signals`` and ``verify`` on the reference drive and ``mg_safety``, and the
+refusal of the bundle by the host's x86_64 Python; no test
 files (``make test-arm64`` runs those emulated on aarch64).
 
     python packaging/armv7_check.py --bundles build/bundle --cache .cache/armhf
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,6 +67,13 @@ def check(args: argparse.Namespace) -> int:
         sides[arch] = side
     native, emu = sides["x86_64"], sides[ARCH]
     results: list[tuple[str, bool, str]] = []
+    # A gateway of another CPU must refuse the bundle, saying which Python and CPU it wants.
+    tree = next((work / ARCH).glob(f"icv-agent-*-{ARCH}-cp311"))
+    r = subprocess.run(["sh", str(tree / "install.sh"), "--prefix", str(work / "refused"),
+                        "--python", host_py, "--no-system"], capture_output=True, text=True)
+    results.append(("refuse: bundle for another CPU",
+                    r.returncode != 0 and f"on {ARCH}" in r.stderr,
+                    f"exit {r.returncode}: {r.stderr.strip()[-200:]}"))
     # The cross-built extensions load and work: a cffi call through libffi, psutil's
     # reading of /proc, a msgpack round trip with the C packer.
     r = emu.run("platform", [*emu.python(), "-c",
@@ -125,6 +134,9 @@ def check(args: argparse.Namespace) -> int:
     total = time.monotonic() - t_all
     print(f"rootfs {t_rootfs:.1f} s ({'cached' if cached else 'cold'}); "
           f"whole check {total:.1f} s on {platform.machine()}, {os.cpu_count()} cpu")
+    for step, ok, _ in results:
+        if step.startswith("refuse:"):
+            print(f"{step:<40} {'yes' if ok else 'NO'}")
     bad = [f"{s} ({d})" for s, ok, d in results if not ok]
     if args.report:
         args.report.write_text(json.dumps({
