@@ -61,7 +61,7 @@ test-vcan: $(STAMP)
 BUNDLE_ARCHES ?= aarch64
 .PHONY: bundle test-arm64 test-armv7
 bundle: $(STAMP)
-	$(if $(filter armv7l,$(BUNDLE_ARCHES)),$(PY) packaging/armhf_wheels.py --cache .cache/armhf)
+	$(if $(filter armv7l,$(BUNDLE_ARCHES)),./packaging/ensure-cross.sh && $(PY) packaging/armhf_wheels.py --cache .cache/armhf)
 	$(PY) packaging/bundle.py $(foreach a,$(BUNDLE_ARCHES),--arch $(a))$(if $(filter armv7l,$(BUNDLE_ARCHES)), --find-links .cache/armhf/wheels)
 
 # The aarch64 bundle installed offline into Debian 12's arm64 python3.11 (extracted .debs,
@@ -77,8 +77,9 @@ test-arm64: $(STAMP)
 # gcc-arm-linux-gnueabihf against Debian 12's armhf headers (.cache/armhf/). Installed offline
 # into Debian 12's armhf python3.11 under qemu-arm-static; install, check-config, scenario,
 # analyze and verify compared byte for byte with the x86_64 bundle. Not in .ci/run.
-# Needs qemu-user-static and gcc-arm-linux-gnueabihf.
+# Needs qemu-user-static and gcc-arm-linux-gnueabihf (packaging/ensure-cross.sh installs them).
 test-armv7: $(STAMP)
+	./packaging/ensure-cross.sh
 	$(PY) packaging/armhf_wheels.py --cache .cache/armhf
 	$(PY) packaging/bundle.py --arch armv7l --arch x86_64 --find-links .cache/armhf/wheels
 	$(PY) packaging/armv7_check.py --report .cache/armhf/report.json
