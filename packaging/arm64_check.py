@@ -24,6 +24,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "packaging"))
@@ -201,39 +202,7 @@ def check(args: argparse.Namespace) -> int:
     print(f"emulated: {r.stdout.decode().strip()}")
 
     out = work / "out"
-    out.mkdir()
-    key = out / "device.key"
-    native.tool("keys", "icv-agent", "keys", "generate", "--out", str(key))
-    pub = out / "device.pub.pem"
-    pub.write_bytes(native.tool("keys", "icv-agent", "keys", "public", "--key", str(key)).stdout)
-
-    def same(step: str, args_: list[str], tool: str = "icv-agent",
-             outputs: tuple[str, ...] = ()) -> None:
-        got: dict[str, bytes] = {}
-        for side in (native, emu):
-            files = {o: out / f"{side.name}-{o}.log" for o in outputs}
-            argv_ = [a.format(**{k: str(v) for k, v in files.items()}) for a in args_]
-            r = side.tool(step, tool, *argv_)
-            got[side.name] = r.stdout + b"".join(f.read_bytes() for f in files.values())
-            (out / f"{side.name}-{step}.out").write_bytes(got[side.name])
-        ok = got["x86_64"] == got["aarch64"]
-        results.append((step, ok, f"{len(got['x86_64'])} bytes"))
-
-    for cfg in ("config/bench.toml", "config/mg.toml"):
-        same(f"check-config {Path(cfg).stem}", ["check-config", cfg])
-    for name, scenario, cfg in DRIVES:
-        same(f"scenario {name}", ["scenario", scenario, "--config", cfg, "-o", "{trace}"],
-             tool="icv-hil", outputs=("trace",))
-        trace = out / "x86_64-trace.log"
-        fixed = out / f"{name}.log"
-        shutil.copy(trace, fixed)       # both sides analyse the same (identical) trace
-        same(f"analyze {name}", ["analyze", "--config", cfg, "--key", str(key), str(fixed)])
-        same(f"analyze --signals {name}", ["analyze", "--signals", "--config", cfg,
-                                           str(fixed)])
-        records = out / f"aarch64-analyze {name}.out"
-        emu.tool(f"verify {name}", "icv-agent", "verify", str(records), "--pubkey", str(pub))
-        native.tool(f"verify {name}", "icv-agent", "verify", str(records), "--pubkey",
-                    str(pub))
+    compare_outputs(native, emu, out, results)
 
     test_summary = {}
     if not args.skip_tests:
@@ -251,7 +220,54 @@ def check(args: argparse.Namespace) -> int:
                 print(text[-6000:], file=sys.stderr)
                 results.append((f"pytest {side.name}", False, test_summary[side.name]))
 
-    print(f"\n{'step':<28} {'x86_64 s':>9} {'aarch64 s':>10} {'ratio':>6}  same output")
+    return summarise(native, emu, results, report=args.report, t_all=t_all,
+                     t_rootfs=t_rootfs, cached=cached, extra={"pytest": test_summary})
+
+
+def compare_outputs(native: Side, emu: Side, out: Path,
+                    results: list[tuple[str, bool, str]]) -> None:
+    """check-config, scenario, analyze and analyze --signals on both sides, byte for byte
+    (one trace for both analyses), then each side verifies the emulated side's records."""
+    out.mkdir()
+    key = out / "device.key"
+    native.tool("keys", "icv-agent", "keys", "generate", "--out", str(key))
+    pub = out / "device.pub.pem"
+    pub.write_bytes(native.tool("keys", "icv-agent", "keys", "public", "--key", str(key)).stdout)
+
+    def same(step: str, args_: list[str], tool: str = "icv-agent",
+             outputs: tuple[str, ...] = ()) -> None:
+        got: dict[str, bytes] = {}
+        for side in (native, emu):
+            files = {o: out / f"{side.name}-{o}.log" for o in outputs}
+            argv_ = [a.format(**{k: str(v) for k, v in files.items()}) for a in args_]
+            r = side.tool(step, tool, *argv_)
+            got[side.name] = r.stdout + b"".join(f.read_bytes() for f in files.values())
+            (out / f"{side.name}-{step}.out").write_bytes(got[side.name])
+        ok = got[native.name] == got[emu.name]
+        results.append((step, ok, f"{len(got[native.name])} bytes"))
+
+    for cfg in ("config/bench.toml", "config/mg.toml"):
+        same(f"check-config {Path(cfg).stem}", ["check-config", cfg])
+    for name, scenario, cfg in DRIVES:
+        same(f"scenario {name}", ["scenario", scenario, "--config", cfg, "-o", "{trace}"],
+             tool="icv-hil", outputs=("trace",))
+        fixed = out / f"{name}.log"
+        shutil.copy(out / f"{native.name}-trace.log", fixed)   # both analyse one trace
+        same(f"analyze {name}", ["analyze", "--config", cfg, "--key", str(key), str(fixed)])
+        same(f"analyze --signals {name}", ["analyze", "--signals", "--config", cfg,
+                                           str(fixed)])
+        records = out / f"{emu.name}-analyze {name}.out"
+        for side in (emu, native):
+            side.tool(f"verify {name}", "icv-agent", "verify", str(records), "--pubkey",
+                      str(pub))
+
+
+def summarise(native: Side, emu: Side, results: list[tuple[str, bool, str]], *,
+              report: Path | None, t_all: float, t_rootfs: float, cached: bool,
+              extra: dict[str, Any] | None = None) -> int:
+    """The table of times and verdicts, the JSON report; 1 when anything differed."""
+    print(f"\n{'step':<28} {native.name + ' s':>9} {emu.name + ' s':>10} {'ratio':>6}"
+          "  same output")
     verdict = {s: ok for s, ok, _ in results}
     for step in emu.times:
         n, e = native.times.get(step), emu.times[step]
@@ -266,10 +282,10 @@ def check(args: argparse.Namespace) -> int:
         if step.startswith("refuse:"):
             print(f"{step:<40} {'yes' if ok else 'NO'}")
     bad = [f"{s} ({d})" for s, ok, d in results if not ok]
-    if args.report:
-        args.report.write_text(json.dumps({
+    if report:
+        report.write_text(json.dumps({
             "native": native.times, "emulated": emu.times, "rootfs_s": t_rootfs,
-            "rootfs_cached": cached, "total_s": total, "pytest": test_summary,
+            "rootfs_cached": cached, "total_s": total, **(extra or {}),
             "differ": bad}, indent=1) + "\n")
     if bad:
         print("FAILED: " + "; ".join(bad), file=sys.stderr)

@@ -16,9 +16,6 @@ files (``make test-arm64`` runs those emulated on aarch64).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "packaging"))
 
 import debian_rootfs  # noqa: E402
-from arm64_check import DRIVES, CheckError, Side, install, unpack  # noqa: E402
+from arm64_check import (  # noqa: E402
+    CheckError,
+    Side,
+    compare_outputs,
+    install,
+    summarise,
+    unpack,
+)
 
 QEMU = "qemu-arm-static"
 ARCH = "armv7l"
@@ -89,64 +93,9 @@ def check(args: argparse.Namespace) -> int:
                              " 'psutil', psutil.__version__, 'msgpack', msgpack.version)"])
     print(f"emulated: {r.stdout.decode().strip()}")
 
-    out = work / "out"
-    out.mkdir()
-    key = out / "device.key"
-    native.tool("keys", "icv-agent", "keys", "generate", "--out", str(key))
-    pub = out / "device.pub.pem"
-    pub.write_bytes(native.tool("keys", "icv-agent", "keys", "public", "--key", str(key)).stdout)
-
-    def same(step: str, args_: list[str], tool: str = "icv-agent",
-             outputs: tuple[str, ...] = ()) -> None:
-        got: dict[str, bytes] = {}
-        for side in (native, emu):
-            files = {o: out / f"{side.name}-{o}.log" for o in outputs}
-            argv_ = [a.format(**{k: str(v) for k, v in files.items()}) for a in args_]
-            r = side.tool(step, tool, *argv_)
-            got[side.name] = r.stdout + b"".join(f.read_bytes() for f in files.values())
-            (out / f"{side.name}-{step}.out").write_bytes(got[side.name])
-        ok = got["x86_64"] == got[ARCH]
-        results.append((step, ok, f"{len(got['x86_64'])} bytes"))
-
-    for cfg in ("config/bench.toml", "config/mg.toml"):
-        same(f"check-config {Path(cfg).stem}", ["check-config", cfg])
-    for name, scenario, cfg in DRIVES:
-        same(f"scenario {name}", ["scenario", scenario, "--config", cfg, "-o", "{trace}"],
-             tool="icv-hil", outputs=("trace",))
-        fixed = out / f"{name}.log"
-        shutil.copy(out / "x86_64-trace.log", fixed)   # both sides analyse the same trace
-        same(f"analyze {name}", ["analyze", "--config", cfg, "--key", str(key), str(fixed)])
-        same(f"analyze --signals {name}", ["analyze", "--signals", "--config", cfg,
-                                           str(fixed)])
-        records = out / f"{ARCH}-analyze {name}.out"
-        for side in (emu, native):
-            side.tool(f"verify {name}", "icv-agent", "verify", str(records), "--pubkey",
-                      str(pub))
-
-    print(f"\n{'step':<28} {'x86_64 s':>9} {'armv7l s':>10} {'ratio':>6}  same output")
-    verdict = {s: ok for s, ok, _ in results}
-    for step in emu.times:
-        n, e = native.times.get(step), emu.times[step]
-        ratio = f"{e / n:6.1f}" if n else "     -"
-        ns = f"{n:9.2f}" if n is not None else "        -"
-        mark = {True: "yes", False: "NO"}.get(verdict.get(step), "")
-        print(f"{step:<28} {ns} {e:10.2f} {ratio}  {mark}")
-    total = time.monotonic() - t_all
-    print(f"rootfs {t_rootfs:.1f} s ({'cached' if cached else 'cold'}); "
-          f"whole check {total:.1f} s on {platform.machine()}, {os.cpu_count()} cpu")
-    for step, ok, _ in results:
-        if step.startswith("refuse:"):
-            print(f"{step:<40} {'yes' if ok else 'NO'}")
-    bad = [f"{s} ({d})" for s, ok, d in results if not ok]
-    if args.report:
-        args.report.write_text(json.dumps({
-            "native": native.times, "emulated": emu.times, "rootfs_s": t_rootfs,
-            "rootfs_cached": cached, "total_s": total, "differ": bad}, indent=1) + "\n")
-    if bad:
-        print("FAILED: " + "; ".join(bad), file=sys.stderr)
-        return 1
-    print(f"{len(results)} passed, 0 failed")
-    return 0
+    compare_outputs(native, emu, work / "out", results)
+    return summarise(native, emu, results, report=args.report, t_all=t_all,
+                     t_rootfs=t_rootfs, cached=cached)
 
 
 def main(argv: list[str] | None = None) -> int:
